@@ -1,0 +1,242 @@
+"""The ``bsviz`` command line: each subcommand parses its arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from bsviz.rig import load_npz, load_rig, save_npz
+
+# A sample expression for the demo: a broad smile with raised cheeks and brows.
+DEMO_EXPRESSION = {"mouthSmile_L": 0.9, "mouthSmile_R": 0.9, "cheekSquint_L": 0.6,
+                   "cheekSquint_R": 0.6, "jawOpen": 0.25, "browInnerUp_L": 0.3,
+                   "browInnerUp_R": 0.3, "eyeSquint_L": 0.3, "eyeSquint_R": 0.3}
+
+
+class CliError(ValueError):
+    """A bad command-line value (reported as one line, exit status 2)."""
+
+
+def parse_weights(settings: list[str], weights_file: str | None) -> dict[str, float]:
+    """``{name: value}`` from a JSON file and ``name=value`` settings (settings win)."""
+    weights: dict[str, float] = {}
+    if weights_file:
+        path = Path(weights_file)
+        try:
+            loaded = json.loads(path.read_text())
+        except OSError as e:
+            raise CliError(f"cannot read weights file {path}: {e.strerror or e}") from None
+        except ValueError as e:
+            raise CliError(f"weights file {path} is not valid JSON: {e}") from None
+        if not isinstance(loaded, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in loaded.values()):
+            raise CliError(f"weights file {path} must hold one JSON object of name: number")
+        weights.update({str(k): float(v) for k, v in loaded.items()})
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise CliError(f"--set expects NAME=NUMBER, got '{setting}'") from None
+    return weights
+
+
+def _split_identity(rig, weights: dict[str, float]):
+    """Expression and identity weights from one ``{name: value}`` dict (identity may be None)."""
+    identity = {k: v for k, v in weights.items() if k in rig.identity_names}
+    expression = {k: v for k, v in weights.items() if k not in identity}
+    return expression, (identity or None)
+
+
+def _face(args):
+    from bsviz.blend import blend
+
+    rig = _rig(args)
+    expression, identity = _split_identity(rig, parse_weights(args.set, args.weights))
+    return rig, blend(rig, expression, identity, extrapolate=args.extrapolate)
+
+
+def _rig(args):
+    return load_rig(args.rig, neutral=getattr(args, "neutral", None))
+
+
+def _colours(rig, vertices, heatmap: bool):
+    from bsviz.colours import heat_colours, vertex_colours
+    from bsviz.plot import displacement
+
+    return heat_colours(displacement(rig, vertices)) if heatmap else vertex_colours(rig)
+
+
+def cmd_blend(args) -> None:
+    from bsviz.export import save_mesh
+
+    rig, vertices = _face(args)
+    path = save_mesh(args.out, vertices, rig.visible_faces(), _colours(rig, vertices, args.heatmap))
+    print(f"wrote {path} ({rig.n_vertices} vertices)")
+
+
+def cmd_render(args) -> None:
+    from bsviz.render import VIEWS, Renderer, save_png
+
+    rig, vertices = _face(args)
+    views = list(VIEWS) if args.view == "all" else [args.view]
+    out = Path(args.out)
+    colours = _colours(rig, vertices, args.heatmap) if args.heatmap else None
+    with Renderer(rig, size=args.size) as renderer:
+        for view in views:
+            path = out if len(views) == 1 else out.with_name(f"{out.stem}_{view}{out.suffix}")
+            save_png(path, renderer.render(vertices, view, colours))
+            print(f"wrote {path}")
+
+
+def cmd_rig_info(args) -> None:
+    rig = _rig(args)
+    print(f"rig: {rig.source}")
+    print(f"vertices: {rig.n_vertices}  triangles: {len(rig.faces)}  "
+          f"(drawn: {len(rig.visible_faces())})")
+    print(f"groups ({len(rig.group_names)}): {', '.join(rig.group_names)}")
+    print(f"expression shapes ({rig.n_shapes}): {', '.join(rig.names)}")
+    print(f"identity shapes ({len(rig.identity_names)}): {', '.join(rig.identity_names) or '-'}")
+    if args.check:
+        from bsviz.rig import mesh_report
+
+        for key, value in mesh_report(rig.neutral, rig.faces).items():
+            print(f"  {key}: {value}")
+
+
+def cmd_rig_convert(args) -> None:
+    source = Path(args.source)
+    if source.suffix == ".npz" and args.faces_from:
+        rig = load_npz(source, faces_from=args.faces_from)
+    else:
+        rig = load_rig(source, neutral=args.neutral)
+    save_npz(rig, args.out)
+    print(f"wrote {args.out}: {rig.n_shapes} expression and {len(rig.identity_names)} "
+          f"identity shapes on {rig.n_vertices} vertices")
+
+
+def cmd_rig_glb(args) -> None:
+    from bsviz.blend import weight_vector
+    from bsviz.colours import vertex_colours
+    from bsviz.export import save_rig_glb
+
+    rig = _rig(args)
+    animation = None
+    if args.animation:
+        try:
+            frames = json.loads(Path(args.animation).read_text())
+        except (OSError, ValueError) as e:
+            raise CliError(f"cannot read animation {args.animation}: {e}") from None
+        if not isinstance(frames, list) or not frames or not all(isinstance(f, dict) for f in frames):
+            raise CliError(f"animation {args.animation} must be a JSON list of {{name: value}} frames")
+        animation = np.stack([weight_vector(f, rig.names) for f in frames])
+    path = save_rig_glb(args.out, rig, animation=animation, fps=args.fps,
+                        colours=vertex_colours(rig))
+    print(f"wrote {path}: {rig.n_shapes} morph targets"
+          + (f", {len(animation)} animation frames" if animation is not None else ""))
+
+
+def cmd_demo(args) -> None:
+    """Render the shipped rig with a sample expression; write a mesh and an animated rig GLB."""
+    from bsviz.blend import blend, weight_vector
+    from bsviz.colours import vertex_colours
+    from bsviz.export import save_mesh, save_rig_glb
+    from bsviz.render import VIEWS, Renderer, save_png
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rig = load_rig()
+    vertices = blend(rig, DEMO_EXPRESSION)
+    with Renderer(rig, size=512) as renderer:
+        for view in VIEWS:
+            save_png(out / f"demo_{view}.png", renderer.render(vertices, view))
+    save_mesh(out / "demo_face.glb", vertices, rig.visible_faces(), vertex_colours(rig))
+    peak = weight_vector(DEMO_EXPRESSION, rig.names)
+    ramp = np.sin(np.linspace(0, math.pi, 60))[:, None].astype(np.float32)  # 0 -> 1 -> 0, 2 s
+    save_rig_glb(out / "demo_rig_animated.glb", rig, animation=ramp * peak, fps=30,
+                 colours=vertex_colours(rig))
+    for name in sorted(p.name for p in out.glob("demo_*")):
+        print(f"wrote {out / name}")
+
+
+def _add_weight_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a shape weight, e.g. --set jawOpen=1 (repeatable; identity names too)")
+    p.add_argument("--weights", metavar="FILE.json", help="a JSON object {name: value}")
+    p.add_argument("--extrapolate", action="store_true",
+                   help="keep expression weights outside [0, 1] instead of clamping them")
+    p.add_argument("--heatmap", action="store_true",
+                   help="colour by displacement |T - b0| instead of the rig's colours")
+
+
+def _add_rig_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rig", help="an .npz rig or a folder of OBJ files (default: the shipped ICT rig)")
+    p.add_argument("--neutral", help="with an OBJ folder and no manifest.json: the neutral mesh file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bsviz", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("blend", help="write the mesh for a set of weights (.obj, .ply, .glb)")
+    _add_rig_arg(p)
+    _add_weight_args(p)
+    p.add_argument("--out", required=True, help="output mesh: face.obj, face.ply or face.glb")
+    p.set_defaults(func=cmd_blend)
+
+    p = sub.add_parser("render", help="render the face for a set of weights to a PNG")
+    _add_rig_arg(p)
+    _add_weight_args(p)
+    p.add_argument("--view", default="front", choices=["front", "three_quarter", "profile", "all"])
+    p.add_argument("--size", type=int, default=512, help="image width and height in pixels")
+    p.add_argument("--out", required=True, help="output PNG (with --view all: one per view)")
+    p.set_defaults(func=cmd_render)
+
+    rig = sub.add_parser("rig", help="inspect, convert or export a rig").add_subparsers(
+        dest="rig_command", required=True)
+    p = rig.add_parser("info", help="print the shape names and counts")
+    _add_rig_arg(p)
+    p.add_argument("--check", action="store_true", help="also run open3d topology checks")
+    p.set_defaults(func=cmd_rig_info)
+    p = rig.add_parser("convert", help="save any rig (npz or OBJ folder) as a compact .npz")
+    p.add_argument("source", help="an .npz rig or a folder of OBJ files")
+    p.add_argument("out", help="output .npz")
+    p.add_argument("--neutral", help="the neutral OBJ in a folder without manifest.json")
+    p.add_argument("--faces-from", help="an OBJ giving faces to an .npz that has none")
+    p.set_defaults(func=cmd_rig_convert)
+    p = rig.add_parser("glb", help="export the rig as a GLB with named morph targets")
+    _add_rig_arg(p)
+    p.add_argument("--animation", metavar="FILE.json", help="a JSON list of {name: value} frames")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--out", required=True, help="output .glb")
+    p.set_defaults(func=cmd_rig_glb)
+
+    p = sub.add_parser("demo", help="render the shipped rig with a sample expression")
+    p.add_argument("--out-dir", default="out", help="folder for the images and GLB files")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, *a, **k: print(f"bsviz: warning: {msg}", file=sys.stderr)
+        try:
+            args.func(args)
+        except (ValueError, OSError) as e:  # RigError, WeightError, CliError are ValueErrors
+            print(f"bsviz: error: {e}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

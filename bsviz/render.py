@@ -1,0 +1,111 @@
+"""Offscreen images of a rig's face with pyrender (headless: OSMesa by default).
+
+``PYOPENGL_PLATFORM`` must be set before OpenGL is first imported; this module
+sets it to ``osmesa`` unless the caller chose (e.g. ``egl`` on a GPU machine).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyrender  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bsviz.colours import vertex_colours  # noqa: E402
+from bsviz.files import atomic_path  # noqa: E402
+from bsviz.rig import Rig, vertex_normals  # noqa: E402
+
+# Camera yaw about the head's vertical axis, degrees (positive: the face's left side).
+VIEWS = {"front": 0.0, "three_quarter": 40.0, "profile": 90.0}
+BACKGROUND = (1.0, 1.0, 1.0)
+
+def _look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:
+    """(4, 4) camera-to-world pose for an OpenGL camera at ``eye`` looking at ``target``."""
+    back = eye - target
+    back /= np.linalg.norm(back)
+    right = np.cross(up, back)
+    right /= np.linalg.norm(right)
+    pose = np.eye(4)
+    pose[:3, :3] = np.stack([right, np.cross(back, right), back], axis=1)
+    pose[:3, 3] = eye
+    return pose
+
+
+class Renderer:
+    """A reusable offscreen renderer for one rig's topology (one GL context).
+
+    Framing comes from the rig's neutral face, so every expression of a rig is
+    seen through the same camera. Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, rig: Rig, size: int = 512, yfov_deg: float = 30.0):
+        self.faces = rig.visible_faces()
+        self.colours = vertex_colours(rig)
+        used = rig.neutral[np.unique(self.faces)]
+        lo, hi = used.min(axis=0), used.max(axis=0)
+        self.target = (lo + hi) / 2
+        radius = np.linalg.norm(hi - lo) / 2
+        self.distance = 0.8 * radius / np.sin(np.radians(yfov_deg) / 2)
+        self.camera = pyrender.PerspectiveCamera(yfov=np.radians(yfov_deg), aspectRatio=1.0,
+                                                 znear=self.distance / 10, zfar=self.distance * 4)
+        self.size = size
+        self._gl = pyrender.OffscreenRenderer(size, size)
+
+    def render(self, vertices: np.ndarray, view: str | float = "front",
+               colours: np.ndarray | None = None) -> np.ndarray:
+        """(size, size, 3) uint8 image of ``vertices`` (V, 3) from a named view or a yaw in degrees.
+
+        ``colours`` (V, 3) in [0, 1] replaces the rig's colours (e.g. a displacement heatmap).
+        """
+        if isinstance(view, str) and view not in VIEWS:
+            raise ValueError(f"unknown view '{view}' (choose from {', '.join(VIEWS)})")
+        yaw = np.radians(VIEWS[view] if isinstance(view, str) else float(view))
+        vertices = np.asarray(vertices, np.float32)
+        primitive = pyrender.Primitive(
+            positions=vertices, normals=vertex_normals(vertices, self.faces),
+            indices=self.faces, color_0=self.colours if colours is None else colours,
+            material=pyrender.MetallicRoughnessMaterial(metallicFactor=0.0, roughnessFactor=0.7,
+                                                        doubleSided=True))
+        scene = pyrender.Scene(bg_color=(*BACKGROUND, 1.0), ambient_light=(0.25, 0.25, 0.25))
+        scene.add(pyrender.Mesh([primitive]))
+        eye = self.target + self.distance * np.array([np.sin(yaw), 0.0, np.cos(yaw)])
+        camera_pose = _look_at(eye, self.target)
+        scene.add(self.camera, pose=camera_pose)
+        # Key light above-left of the camera, a softer fill from the right, both camera-fixed.
+        for yaw_deg, pitch_deg, intensity in ((-30, 35, 3.0), (40, 0, 1.2)):
+            y, p = np.radians(yaw_deg), np.radians(pitch_deg)
+            light_dir = np.array([np.sin(y) * np.cos(p), np.sin(p), np.cos(y) * np.cos(p)])
+            light_eye = self.target + camera_pose[:3, :3] @ light_dir
+            scene.add(pyrender.DirectionalLight(intensity=intensity),
+                      pose=_look_at(light_eye, self.target))
+        colour, _ = self._gl.render(scene)
+        return colour[..., :3].copy()
+
+    def close(self) -> None:
+        if self._gl is not None:
+            self._gl.delete()
+            self._gl = None
+
+    def __enter__(self) -> "Renderer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def render_image(rig: Rig, vertices: np.ndarray, view: str | float = "front", size: int = 512,
+                 colours: np.ndarray | None = None) -> np.ndarray:
+    """One (size, size, 3) uint8 image; for many frames keep a ``Renderer`` open instead."""
+    with Renderer(rig, size) as renderer:
+        return renderer.render(vertices, view, colours)
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 image as PNG (atomically: a temp file, then rename)."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
