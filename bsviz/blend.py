@@ -101,8 +101,8 @@ class BlendLayer(torch.nn.Module):
         self.names, self.identity_names = rig.names, rig.identity_names
         self.n_vertices = rig.n_vertices
         self.extrapolate = extrapolate
-        self.register_buffer("basis", torch.from_numpy(rig.basis.copy()))
-        self.register_buffer("faces", torch.from_numpy(rig.faces.astype(np.int64)))
+        # Not persistent: the rig is data, loaded from its own file, not a model checkpoint.
+        self.register_buffer("basis", torch.from_numpy(rig.basis.copy()), persistent=False)
 
     def forward(self, weights: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
         k, j = len(self.names), len(self.identity_names)

@@ -1,0 +1,147 @@
+"""Blend and render speed on the shipped rig, against the bounds set by memory and arithmetic.
+
+    python benchmarks/bench_blend.py [--batch 1024] [--json results.json]
+
+Blending B faces reads the basis once ((K + 1) x 3V float32: the deltas and the
+neutral) and writes B x 3V floats; at the machine's streaming bandwidth (measured
+here with a large array copy) that traffic sets one lower bound on the time. It
+also costs 2 (K + 1) 3V flops a face; at the machine's matrix-multiply peak
+(measured with a square float32 GEMM) that sets another. The ratio printed is the
+larger bound / the time taken (1.0 = as fast as the machine allows; above 1 when
+the 17 MB basis already sits in the CPU's cache, which the memory bound ignores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+
+from bsviz.blend import BlendLayer, blend
+from bsviz.rig import load_rig
+
+
+def best_seconds(fn, repeats: int, warmup: int = 2) -> float:
+    """The median wall time of ``fn()`` over ``repeats`` runs, after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def stream_bandwidth(n_bytes: int = 512 << 20) -> float:
+    """Bytes per second moved by a large array copy (read + write), the streaming bound."""
+    src = np.ones(n_bytes // 4, np.float32)
+    dst = np.empty_like(src)
+    seconds = best_seconds(lambda: np.copyto(dst, src), repeats=5)
+    return 2 * n_bytes / seconds
+
+
+def gemm_flops(n: int = 2048) -> float:
+    """Float32 flops per second of a square numpy matrix product, the arithmetic bound."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    return 2 * n**3 / best_seconds(lambda: a @ a, repeats=5)
+
+
+def synced_call(fn):
+    """``fn`` followed by a CUDA synchronize, so that timing it times the GPU work."""
+    return lambda: (fn(), torch.cuda.synchronize())
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--render-frames", type=int, default=30)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    rig = load_rig()
+    load_s = time.perf_counter() - t0
+    k, v = rig.n_shapes, rig.n_vertices
+    basis_bytes = (k + 1) * 3 * v * 4
+    mesh_bytes = 3 * v * 4
+    bandwidth, flops = stream_bandwidth(), gemm_flops()
+    mesh_flops = 2 * (k + 1) * 3 * v
+    rng = np.random.default_rng(0)
+    w1 = rng.random((1, k), dtype=np.float32)
+    wb = rng.random((args.batch, k), dtype=np.float32)
+    rig.basis  # built once, at first use; not timed
+    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+               "torch_threads": torch.get_num_threads(), "rig_load_s": load_s,
+               "stream_bandwidth_GBps": bandwidth / 1e9, "gemm_GFLOPs": flops / 1e9,
+               "vertices": v, "shapes": k}
+
+    def record(name: str, batch: int, seconds: float, bandwidth=bandwidth, flops=flops) -> None:
+        memory = (basis_bytes + batch * mesh_bytes) / bandwidth
+        compute = batch * mesh_flops / flops
+        bound = max(memory, compute)
+        results[f"{name} batch {batch}"] = {
+            "ms_per_call": seconds * 1e3, "meshes_per_s": batch / seconds,
+            "memory_bound_ms": memory * 1e3, "compute_bound_ms": compute * 1e3,
+            "ratio_to_bound": bound / seconds}
+        print(f"{name:<10} batch {batch:>5}: {seconds * 1e3:8.3f} ms/call {batch / seconds:9,.0f} "
+              f"meshes/s | bounds: memory {memory * 1e3:7.3f} ms, compute {compute * 1e3:7.3f} ms"
+              f" ({batch / bound:,.0f} meshes/s) | ratio {bound / seconds:.2f}")
+
+    print(f"rig: {v} vertices, {k} shapes, basis {basis_bytes / 1e6:.1f} MB, "
+          f"mesh {mesh_bytes / 1e3:.0f} kB; loaded in {load_s * 1e3:.0f} ms")
+    print(f"streaming bandwidth (array copy): {bandwidth / 1e9:.1f} GB/s; float32 GEMM "
+          f"{flops / 1e9:.0f} GFLOP/s; {mesh_flops / 1e6:.2f} MFLOP a mesh")
+    record("numpy", 1, best_seconds(lambda: blend(rig, w1), args.repeats * 10))
+    record("numpy", args.batch, best_seconds(lambda: blend(rig, wb), args.repeats))
+
+    layer = BlendLayer(rig)
+    with torch.no_grad():
+        t1, tb = torch.from_numpy(w1), torch.from_numpy(wb)
+        record("torch cpu", 1, best_seconds(lambda: layer(t1), args.repeats * 10))
+        record("torch cpu", args.batch, best_seconds(lambda: layer(tb), args.repeats))
+        if torch.cuda.is_available():
+            gpu = layer.cuda()
+            g1, gb = t1.cuda(), tb.cuda()
+
+            big = torch.ones(128 << 20, device="cuda")  # 512 MB
+            square = torch.rand(8192, 8192, device="cuda")
+            gpu_bw = 2 * big.nbytes / best_seconds(synced_call(lambda: big.clone()), 10)
+            gpu_flops = 2 * 8192**3 / best_seconds(synced_call(lambda: square @ square), 10)
+            print(f"cuda: copy {gpu_bw / 1e9:.0f} GB/s, float32 GEMM {gpu_flops / 1e12:.1f} TFLOP/s")
+            for x in (g1, gb):
+                record("torch cuda", len(x), best_seconds(synced_call(lambda: gpu(x)),
+                                                          args.repeats * 10), gpu_bw, gpu_flops)
+            results["cuda_peak_mem_MB"] = torch.cuda.max_memory_allocated() / 2**20
+            results["cuda_device"] = torch.cuda.get_device_name()
+    results["peak_rss_after_blend_MB"] = peak_rss_mb()
+
+    from bsviz.render import Renderer
+
+    face = blend(rig, {"jawOpen": 0.4, "mouthSmile_L": 0.8, "mouthSmile_R": 0.8})
+    with Renderer(rig, size=512) as renderer:
+        seconds = best_seconds(lambda: renderer.render(face), args.render_frames)
+    results["render_512"] = {"ms_per_frame": seconds * 1e3, "fps": 1 / seconds,
+                             "platform": os.environ.get("PYOPENGL_PLATFORM")}
+    print(f"render 512x512 ({os.environ.get('PYOPENGL_PLATFORM')}): {seconds * 1e3:.1f} ms/frame, "
+          f"{1 / seconds:.1f} fps")
+    results["peak_rss_MB"] = peak_rss_mb()
+    print(f"peak memory (RSS): {results['peak_rss_MB']:.0f} MB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

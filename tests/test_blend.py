@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+
+from bsviz.blend import BlendLayer, WeightError, WeightRangeWarning, blend, weight_vector
+from conftest import obj_vertices
+
+
+@pytest.mark.parametrize("shape", ["jawOpen", "mouthSmile_L", "eyeBlink_L"])
+def test_single_shape_reproduces_its_obj(rig, ict_dir, shape):
+    expected = obj_vertices(ict_dir / f"{shape}.obj")
+    np.testing.assert_allclose(blend(rig, {shape: 1.0}), expected, atol=1e-4)
+
+
+def test_half_weight_is_halfway(rig, ict_dir):
+    expected = (obj_vertices(ict_dir / "jawOpen.obj") + rig.neutral) / 2
+    np.testing.assert_allclose(blend(rig, {"jawOpen": 0.5}), expected, atol=1e-4)
+
+
+def test_array_and_dict_agree_and_batch_shapes(rig):
+    w = np.zeros(rig.n_shapes, np.float32)
+    w[rig.names.index("mouthSmile_R")] = 0.3
+    np.testing.assert_array_equal(blend(rig, w), blend(rig, {"mouthSmile_R": 0.3}))
+    batch = np.random.default_rng(0).random((2, 3, rig.n_shapes), dtype=np.float32)
+    out = blend(rig, batch)
+    assert out.shape == (2, 3, rig.n_vertices, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out[1, 2], blend(rig, batch[1, 2]), atol=1e-5)
+
+
+def test_blend_is_the_linear_sum_of_deltas(rig):
+    w = np.random.default_rng(1).random(rig.n_shapes, dtype=np.float32)
+    expected = rig.neutral + np.einsum("k,kvc->vc", w.astype(np.float64), rig.deltas)
+    np.testing.assert_allclose(blend(rig, w), expected, atol=1e-4)
+
+
+def test_identity_weights(rig):
+    out = blend(rig, {}, identity={"identity003": 1.0})
+    np.testing.assert_allclose(out, rig.neutral + rig.identity_deltas[3], atol=1e-5)
+    both = blend(rig, {"jawOpen": 1.0}, identity={"identity003": -2.0})  # identity: unbounded
+    expected = rig.neutral + rig.deltas[rig.names.index("jawOpen")] - 2 * rig.identity_deltas[3]
+    np.testing.assert_allclose(both, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"jawOpn": 1.0}, "unknown expression shape name"),
+    (np.zeros(52), "length 53"),
+    ({"jawOpen": float("nan")}, "NaN"),
+    (np.full(53, np.inf), "NaN or inf"),
+])
+def test_bad_weights_raise(rig, weights, message):
+    with pytest.raises(WeightError, match=message):
+        blend(rig, weights)
+
+
+def test_out_of_range_is_clamped_with_a_warning_unless_extrapolating(rig):
+    with pytest.warns(WeightRangeWarning):
+        clamped = blend(rig, {"jawOpen": 2.0})
+    np.testing.assert_array_equal(clamped, blend(rig, {"jawOpen": 1.0}))
+    extrapolated = blend(rig, {"jawOpen": 2.0}, extrapolate=True)
+    np.testing.assert_allclose(extrapolated - rig.neutral,
+                               2 * rig.deltas[rig.names.index("jawOpen")], atol=1e-4)
+
+
+def test_torch_layer_agrees_with_numpy(rig):
+    layer = BlendLayer(rig)
+    w = np.random.default_rng(2).random((4, rig.n_shapes), dtype=np.float32)
+    wid = np.random.default_rng(3).standard_normal((4, 10)).astype(np.float32)
+    ours = layer(torch.from_numpy(w), torch.from_numpy(wid)).numpy()
+    np.testing.assert_allclose(ours, blend(rig, w, identity=wid), atol=1e-4)
+    assert layer.state_dict() == {}  # the rig is not model state
+
+
+def test_torch_gradients_flow_and_are_the_deltas(rig):
+    layer = BlendLayer(rig)
+    w = torch.full((1, rig.n_shapes), 0.5, requires_grad=True)
+    layer(w).sum().backward()
+    # d/dw_k sum_vc T = sum_vc d_k[v, c]
+    expected = rig.deltas.astype(np.float64).sum(axis=(1, 2))
+    np.testing.assert_allclose(w.grad[0].numpy(), expected, rtol=1e-3, atol=1e-2)
+
+
+def test_torch_layer_checks_inputs(rig):
+    layer = BlendLayer(rig)
+    with pytest.raises(WeightError, match="length 53"):
+        layer(torch.zeros(1, 52))
+    with pytest.raises(WeightError, match="NaN"):
+        layer(torch.full((1, 53), float("nan")))
+    with pytest.warns(WeightRangeWarning):
+        out = layer(torch.full((1, 53), 1.5))
+    torch.testing.assert_close(out, layer(torch.ones(1, 53)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_torch_layer_on_cuda(rig):
+    layer = BlendLayer(rig).cuda()
+    w = torch.rand(8, rig.n_shapes)
+    torch.testing.assert_close(layer(w.cuda()).cpu(), BlendLayer(rig)(w), atol=1e-4, rtol=0)
+
+
+def test_weight_vector_fills_missing_names_with_zero(rig):
+    w = weight_vector({"jawOpen": 0.7}, rig.names)
+    assert w.shape == (53,) and w.sum() == pytest.approx(0.7)

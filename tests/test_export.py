@@ -1,0 +1,106 @@
+import json
+import struct
+
+import numpy as np
+import pygltflib
+import pytest
+import trimesh
+
+from bsviz.blend import blend
+from bsviz.colours import vertex_colours
+from bsviz.export import save_mesh, save_rig_glb
+from bsviz.rig import read_obj
+
+
+@pytest.fixture(scope="module")
+def smile(rig):
+    return blend(rig, {"mouthSmile_L": 1.0, "jawOpen": 0.5})
+
+
+@pytest.mark.parametrize("suffix, scale", [(".obj", 1.0), (".ply", 1.0), (".glb", 100.0)])
+def test_round_trip_keeps_vertex_order(rig, smile, tmp_path, suffix, scale):
+    path = save_mesh(tmp_path / f"face{suffix}", smile, rig.visible_faces(), vertex_colours(rig))
+    loaded = trimesh.load(path, process=False, maintain_order=True, force="mesh")
+    np.testing.assert_allclose(loaded.vertices * scale, smile, atol=1e-4)  # GLB is in metres
+    np.testing.assert_array_equal(loaded.faces, rig.visible_faces())
+
+
+def test_obj_reads_back_with_our_reader(rig, smile, tmp_path):
+    save_mesh(tmp_path / "face.obj", smile, rig.faces)
+    mesh = read_obj(tmp_path / "face.obj")
+    np.testing.assert_allclose(mesh.vertices, smile, atol=1e-5)
+    np.testing.assert_array_equal(mesh.faces, rig.faces)
+
+
+def test_unknown_format(rig, tmp_path):
+    with pytest.raises(ValueError, match="unknown mesh format '.stl'"):
+        save_mesh(tmp_path / "face.stl", rig.neutral, rig.faces)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _accessor_array(gltf, blob, index):
+    """Decode a float accessor (dense or sparse) with pygltflib's parsed JSON, independently."""
+    acc = gltf.accessors[index]
+    width = {"SCALAR": 1, "VEC3": 3}[acc.type]
+    out = np.zeros((acc.count, width), np.float32)
+    if acc.bufferView is not None:
+        view = gltf.bufferViews[acc.bufferView]
+        out[:] = np.frombuffer(blob, np.float32, acc.count * width, view.byteOffset).reshape(-1, width)
+    if acc.sparse:
+        iv, vv = gltf.bufferViews[acc.sparse.indices.bufferView], gltf.bufferViews[acc.sparse.values.bufferView]
+        idx = np.frombuffer(blob, np.uint32, acc.sparse.count, iv.byteOffset)
+        out[idx] = np.frombuffer(blob, np.float32, acc.sparse.count * width, vv.byteOffset).reshape(-1, width)
+    return out
+
+
+def test_rig_glb_has_named_morph_targets_and_animation(rig, tmp_path):
+    frames = np.zeros((10, rig.n_shapes), np.float32)
+    jaw = rig.names.index("jawOpen")
+    frames[:, jaw] = np.linspace(0, 1, 10)
+    path = save_rig_glb(tmp_path / "rig.glb", rig, animation=frames, fps=5.0)
+    raw = path.read_bytes()
+    magic, version, length = struct.unpack("<4sII", raw[:12])
+    assert (magic, version, length) == (b"glTF", 2, len(raw))
+
+    gltf = pygltflib.GLTF2().load(str(path))
+    blob = gltf.binary_blob()
+    mesh = gltf.meshes[0]
+    prim = mesh.primitives[0]
+    assert len(prim.targets) == 53 and mesh.extras["targetNames"] == list(rig.names)
+    assert mesh.weights == [0.0] * 53
+    neutral = _accessor_array(gltf, blob, prim.attributes.POSITION)
+    np.testing.assert_allclose(neutral * 100, rig.neutral, atol=1e-4)
+    jaw_target = _accessor_array(gltf, blob, prim.targets[jaw]["POSITION"])
+    np.testing.assert_allclose(jaw_target * 100, rig.deltas[jaw], atol=1e-4)  # min_delta 1e-5 cm
+    acc = gltf.accessors[prim.targets[jaw]["POSITION"]]
+    np.testing.assert_allclose(acc.max, jaw_target.max(axis=0), rtol=1e-6)
+
+    anim = gltf.animations[0]
+    assert anim.channels[0].target.path == "weights" and anim.channels[0].target.node == 0
+    times = _accessor_array(gltf, blob, anim.samplers[0].input)[:, 0]
+    np.testing.assert_allclose(times, np.arange(10) / 5.0)
+    values = _accessor_array(gltf, blob, anim.samplers[0].output).reshape(10, 53)
+    np.testing.assert_allclose(values, frames)
+    # trimesh, a second reader, sees the neutral mesh in the rig's vertex order
+    loaded = trimesh.load(path, process=False, force="mesh")
+    np.testing.assert_allclose(loaded.vertices * 100, rig.neutral, atol=1e-4)
+
+
+def test_rig_glb_json_is_valid_gltf_structure(rig, tmp_path):
+    path = save_rig_glb(tmp_path / "rig.glb", rig)
+    raw = path.read_bytes()
+    json_len = struct.unpack("<I", raw[12:16])[0]
+    doc = json.loads(raw[20:20 + json_len])
+    assert doc["asset"]["version"] == "2.0"
+    for view in doc["bufferViews"]:
+        assert view["byteOffset"] % 4 == 0
+        assert view["byteOffset"] + view["byteLength"] <= doc["buffers"][0]["byteLength"]
+    assert "animations" not in doc
+
+
+def test_rig_glb_rejects_bad_animation(rig, tmp_path):
+    with pytest.raises(ValueError, match=r"\(T, 53\)"):
+        save_rig_glb(tmp_path / "x.glb", rig, animation=np.zeros((4, 52)))
+    with pytest.raises(ValueError, match="NaN"):
+        save_rig_glb(tmp_path / "x.glb", rig, animation=np.full((4, 53), np.nan))
+    assert not (tmp_path / "x.glb").exists()
