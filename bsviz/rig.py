@@ -28,6 +28,19 @@ SHIPPED_RIG = Path(__file__).resolve().parent.parent / "meshes" / "ict_facekit.n
 HIDDEN_GROUPS = ("M_LacrimalFluid", "M_EyeBlend", "M_EyeOcclusion")
 
 
+REGIONS = ("brows", "eyes", "cheeks", "nose", "jaw", "mouth", "other")
+
+
+def shape_region(name: str) -> str:
+    """The face region an ARKit-style shape name belongs to (``'other'`` if none)."""
+    prefix = name.lower()
+    for region, starts in (("brows", "brow"), ("eyes", "eye"), ("cheeks", "cheek"),
+                           ("nose", "nose"), ("jaw", "jaw"), ("mouth", "mouth")):
+        if prefix.startswith(starts):
+            return region
+    return "other"
+
+
 class RigError(ValueError):
     """A rig file or folder that cannot be used (missing, malformed, mismatched)."""
 

@@ -26,6 +26,11 @@ pip install --no-deps -e .
 # last, on its own, because a single resolver pass refuses it.
 echo "setup: PyOpenGL 3.1.10 next (pip will note that pyrender asks for 3.1.0: expected)"
 pip install "PyOpenGL==3.1.10"
+# The Khronos glTF validator, which the tests run on our GLB files (skipped without node).
+if command -v npm >/dev/null && [ ! -d .tools/node_modules/gltf-validator ]; then
+  npm install --silent --no-audit --no-fund --prefix .tools gltf-validator@2.0.0-dev.3.10 \
+    >/dev/null 2>&1 || echo "setup: could not install gltf-validator; its test will be skipped" >&2
+fi
 .venv/bin/python -c "import bsviz.render, torch, mediapipe" \
   || { echo "setup: the environment does not import; see the messages above" >&2; exit 1; }
 echo "setup: done (.venv/bin/bsviz)"

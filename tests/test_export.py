@@ -1,5 +1,9 @@
 import json
+import os
+import shutil
 import struct
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pygltflib
@@ -104,3 +108,21 @@ def test_rig_glb_rejects_bad_animation(rig, tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         save_rig_glb(tmp_path / "x.glb", rig, animation=np.full((4, 53), np.nan))
     assert not (tmp_path / "x.glb").exists()
+
+
+VALIDATOR = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / "gltf-validator"
+
+
+@pytest.mark.skipif(not (shutil.which("node") and VALIDATOR.is_dir()),
+                    reason="node or the Khronos gltf-validator (scripts/setup.sh) is missing")
+def test_glb_files_pass_the_khronos_validator(rig, smile, tmp_path):
+    frames = np.random.default_rng(0).random((6, rig.n_shapes), dtype=np.float32)
+    files = [save_mesh(tmp_path / "face.glb", smile, rig.visible_faces(), vertex_colours(rig)),
+             save_rig_glb(tmp_path / "rig.glb", rig, animation=frames)]
+    for path in files:
+        result = subprocess.run(["node", str(Path(__file__).with_name("gltf_validate.js")),
+                                 str(path)], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "NODE_PATH": str(VALIDATOR.parent)})
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["errors"] == 0 and report["warnings"] == 0, report["messages"]

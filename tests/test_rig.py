@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from bsviz.rig import (Rig, RigError, load_npz, load_obj_folder, load_rig, mesh_report,
-                       read_obj, save_npz, vertex_normals)
+from bsviz.rig import (REGIONS, Rig, RigError, load_npz, load_obj_folder, load_rig, mesh_report,
+                       read_obj, save_npz, shape_region, vertex_normals)
 from conftest import obj_vertices
 
 
@@ -139,3 +139,11 @@ def test_visible_faces_hide_eye_shells(rig):
     hidden = [rig.group_names.index(g) for g in ("M_EyeOcclusion", "M_LacrimalFluid")]
     assert len(visible) < len(rig.faces)
     assert not np.isin(visible, rig.faces[np.isin(rig.face_groups, hidden)]).all(axis=1).any()
+
+
+def test_every_ict_shape_has_a_region(rig):
+    regions = {name: shape_region(name) for name in rig.names}
+    assert "other" not in regions.values()
+    assert regions["jawOpen"] == "jaw" and regions["mouthSmile_L"] == "mouth"
+    assert regions["eyeBlink_R"] == "eyes" and regions["browInnerUp_L"] == "brows"
+    assert shape_region("tongueOut") == "other" and set(regions.values()) < set(REGIONS)
