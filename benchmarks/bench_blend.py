@@ -95,16 +95,20 @@ def main() -> None:
             "ms_per_call": seconds * 1e3, "meshes_per_s": batch / seconds,
             "memory_bound_ms": memory * 1e3, "compute_bound_ms": compute * 1e3,
             "ratio_to_bound": bound / seconds}
-        print(f"{name:<10} batch {batch:>5}: {seconds * 1e3:8.3f} ms/call {batch / seconds:9,.0f} "
+        print(f"{name:<11} batch {batch:>5}: {seconds * 1e3:8.3f} ms/call {batch / seconds:9,.0f} "
               f"meshes/s | bounds: memory {memory * 1e3:7.3f} ms, compute {compute * 1e3:7.3f} ms"
               f" ({batch / bound:,.0f} meshes/s) | ratio {bound / seconds:.2f}")
 
+    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores; other work skews the figures)")
     print(f"rig: {v} vertices, {k} shapes, basis {basis_bytes / 1e6:.1f} MB, "
           f"mesh {mesh_bytes / 1e3:.0f} kB; loaded in {load_s * 1e3:.0f} ms")
     print(f"streaming bandwidth (array copy): {bandwidth / 1e9:.1f} GB/s; float32 GEMM "
           f"{flops / 1e9:.0f} GFLOP/s; {mesh_flops / 1e6:.2f} MFLOP a mesh")
     record("numpy", 1, best_seconds(lambda: blend(rig, w1), args.repeats * 10))
     record("numpy", args.batch, best_seconds(lambda: blend(rig, wb), args.repeats))
+    reused = np.empty((args.batch, v, 3), np.float32)
+    record("numpy out=", args.batch, best_seconds(lambda: blend(rig, wb, out=reused), args.repeats))
+    del reused
 
     layer = BlendLayer(rig)
     with torch.no_grad():

@@ -64,14 +64,15 @@ def _check_range(w, extrapolate: bool, kind: str):
 
 
 def blend(rig: Rig, weights: Weights, identity: Weights | None = None, *,
-          extrapolate: bool = False) -> np.ndarray:
+          extrapolate: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """Vertices of the face with these weights.
 
     Parameters
     ----------
     weights : (..., K) float or {name: value}, expression weights in [0, 1]
-    identity : (..., J) float or {name: value}, identity weights (optional, unbounded
-        only with ``extrapolate``)
+    identity : (..., J) float or {name: value}, identity weights (optional, unbounded)
+    out : (..., V, 3) float32 C-contiguous array to write into (saves allocating and
+        first-touching a large result when blending batch after batch)
 
     Returns
     -------
@@ -86,7 +87,13 @@ def blend(rig: Rig, weights: Weights, identity: Weights | None = None, *,
         columns.append(np.broadcast_to(wid, w.shape[:-1] + wid.shape[-1:]))
     coeffs = np.concatenate(columns, axis=-1)
     basis = rig.basis[: coeffs.shape[-1]]  # no identity: the first K + 1 rows
-    return (coeffs @ basis).reshape(w.shape[:-1] + (rig.n_vertices, 3))
+    shape = w.shape[:-1] + (rig.n_vertices, 3)
+    if out is None:
+        return (coeffs @ basis).reshape(shape)
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+    np.matmul(coeffs, basis, out=out.reshape(w.shape[:-1] + (-1,)))
+    return out
 
 
 class BlendLayer(torch.nn.Module):

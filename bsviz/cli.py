@@ -167,6 +167,70 @@ def cmd_demo(args) -> None:
         print(f"wrote {out / name}")
 
 
+def cmd_label(args) -> None:
+    from bsviz.labels import class_means, label_dataset, top_table
+
+    labels = label_dataset(args.data_dir, args.out, workers=args.workers,
+                           progress=not args.quiet)
+    print(f"wrote {args.out}: {int(labels.detected.sum())} of {len(labels.paths)} images "
+          f"with a face ({labels.detected.mean():.1%})")
+    print(top_table(class_means(labels), labels.names))
+
+
+def train_config(args):
+    """A TrainConfig from ``--config FILE.json`` and any per-field flags (flags win)."""
+    from dataclasses import fields
+
+    from bsviz.train import TrainConfig
+
+    values: dict = {}
+    if args.config:
+        try:
+            values = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as e:
+            raise CliError(f"cannot read config {args.config}: {e}") from None
+        unknown = set(values) - {f.name for f in fields(TrainConfig)}
+        if unknown:
+            raise CliError(f"unknown config keys in {args.config}: {', '.join(sorted(unknown))}")
+    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                   if getattr(args, f.name, None) is not None})
+    return TrainConfig(**values)
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (``--epochs 30``, ``--widths 32,64,...``)."""
+    from dataclasses import MISSING, fields
+
+    from bsviz.train import TrainConfig
+
+    def parse_bool(text: str) -> bool:
+        if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        return text.lower() in ("1", "true", "yes")
+
+    def parse_ints(text: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in text.split(","))
+
+    for f in fields(TrainConfig):
+        kind = str(f.type)
+        convert = (parse_bool if "bool" in kind else parse_ints if "tuple" in kind
+                   else int if kind.startswith("int") else float if kind.startswith("float")
+                   else str)
+        default = f.default if f.default is not MISSING else None
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=convert,
+                       default=None, help=f"(default: {default})")
+
+
+def cmd_train(args) -> None:
+    from bsviz.train import train
+
+    result = train(train_config(args))
+    if "test_accuracy" in result or "test_mae" in result:
+        shown = {k: result[k] for k in ("best_epoch", "test_accuracy", "test_mae", "n_test")
+                 if result.get(k) is not None}
+        print(json.dumps(shown))
+
+
 def _add_weight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a shape weight, e.g. --set jawOpen=1 (repeatable; identity names too)")
@@ -218,6 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--out", required=True, help="output .glb")
     p.set_defaults(func=cmd_rig_glb)
+
+    p = sub.add_parser("label", help="MediaPipe blendshape pseudo-labels for a dataset folder")
+    p.add_argument("--data-dir", required=True, help="a folder of class folders of images")
+    p.add_argument("--out", required=True, help="output .npz (a .json summary goes beside it)")
+    p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("train", help="train a stream or the two-stream network")
+    p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="render the shipped rig with a sample expression")
     p.add_argument("--out-dir", default="out", help="folder for the images and GLB files")

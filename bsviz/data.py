@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bsviz.files import atomic_path
 
 EXPRESSIONS = ("anger", "contempt", "disgust", "fear", "happy", "neutral", "sadness", "surprise")
 ALIASES = {"angry": "anger", "sad": "sadness"}  # dataset folder name -> canonical name
@@ -29,6 +30,7 @@ CK_CLASSES = ("anger", "contempt", "disgust", "fear", "happy", "sadness", "surpr
 FER_CLASSES = ("anger", "disgust", "fear", "happy", "neutral", "sadness", "surprise")
 FER_SPLITS = {"Training": "train", "PublicTest": "public_test", "PrivateTest": "private_test"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B")  # PIL modes of 16-bit gray images
 
 _CK_NAME = re.compile(r"S(\d+)_(\d+)_(\d+)")  # S<subject>_<sequence>_<frame>
 
@@ -159,29 +161,27 @@ def read_rgb(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
     Arrays are taken as RGB, not OpenCV's BGR. EXIF rotation of files is applied.
     """
     if isinstance(image, (str, Path)):
+        path = image
         try:
-            with Image.open(image) as im:
+            with Image.open(path) as im:
                 image = ImageOps.exif_transpose(im)
                 image.load()
         except (OSError, UnidentifiedImageError, SyntaxError) as e:
-            raise DataError(f"cannot read image {image}: {e}") from None
-    if isinstance(image, Image.Image):
-        if image.mode not in ("L", "RGB", "I", "I;16", "I;16B", "I;16L", "F"):
-            image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info
-                                  else "RGB")
-        image = np.asarray(image)
+            raise DataError(f"cannot read image {path}: {e}") from None
+    if isinstance(image, Image.Image) and image.mode not in ("L", "RGB", "I", *SIXTEEN_BIT):
+        image = image.convert("RGB")  # palette, alpha, CMYK...; 16-bit modes are scaled below
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[2] in (1, 3, 4):
-        a = a[..., :3] if a.shape[2] > 1 else a[..., 0]
-    if a.ndim != 2 and a.ndim != 3 or min(a.shape[:2]) == 0:
+        a = a[..., 0] if a.shape[2] == 1 else a[..., :3]
+    if not (a.ndim == 2 or a.ndim == 3 and a.shape[2] == 3) or 0 in a.shape:
         raise DataError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
-    if a.dtype.kind == "f":
-        a = np.clip(a * 255 + 0.5, 0, 255)
+    if a.dtype == bool or a.dtype.kind == "f":
+        a = np.clip(a * 255.0 + 0.5, 0, 255)  # [0, 1]
     elif a.dtype.kind in "iu" and a.dtype.itemsize > 1:
-        a = np.clip(a / 257 + 0.5, 0, 255)  # 16-bit range (PIL gives 16-bit PNGs as int32)
-    elif a.dtype != np.uint8 and a.dtype != bool:
+        a = np.clip(a / 257 + 0.5, 0, 255)  # 16-bit (PIL reads 16-bit PNGs as int32 'I')
+    elif a.dtype != np.uint8:
         raise DataError(f"unsupported image dtype {a.dtype}")
-    a = (a * 255 if a.dtype == bool else a).astype(np.uint8)
+    a = a.astype(np.uint8)
     return np.ascontiguousarray(np.stack([a] * 3, axis=-1) if a.ndim == 2 else a)
 
 
@@ -215,29 +215,9 @@ def load_images(paths: list[Path], size: int = 48, cache_dir: str | Path | None 
         images[i, 0] = read_gray(p, size)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(cache) as f:
-            np.save(f, images)
+        with atomic_path(cache) as tmp:
+            np.save(tmp, images)
     return images
-
-
-class atomic_write:
-    """``with atomic_write(path) as f:`` writes bytes to a temp file in the same folder,
-    then renames it onto ``path``; an interrupted write leaves ``path`` untouched."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __enter__(self):
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        self.file = os.fdopen(fd, "wb")
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.file.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            os.unlink(self.tmp)
 
 
 # --------------------------------------------------------------------------- folds

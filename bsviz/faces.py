@@ -12,8 +12,8 @@ it with forked workers) and call ``find`` on it; ``find_face`` does that for you
 
 from __future__ import annotations
 
-import atexit
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +81,6 @@ class FaceFinder:
     """
 
     def __init__(self, model_path: str | Path = MODEL_PATH, max_faces: int = 4):
-        os.environ.setdefault("GLOG_minloglevel", "2")  # quiet MediaPipe's C++ logging
         import mediapipe as mp  # imported here: slow, and only face finding needs it
         from mediapipe.tasks.python import BaseOptions, vision
 
@@ -121,8 +120,10 @@ class FaceFinder:
             points /= scale  # canvas -> input pixels
             lo, hi = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
             box = np.clip([lo[0], lo[1], hi[0], hi[1]], 0, [width, height, width, height])
+            scores = {c.category_name: c.score for c in blendshapes}
             faces.append(Face(box=box.astype(np.float32), landmarks=points,
-                              blendshapes=np.array([c.score for c in blendshapes], np.float32),
+                              blendshapes=np.array([scores[n] for n in BLENDSHAPE_NAMES],
+                                                   np.float32),
                               crop=aligned_crop(rgb, points, crop_size, gray, margin)))
         area = lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])  # noqa: E731
         return sorted(faces, key=area, reverse=True)
@@ -136,17 +137,14 @@ class FaceFinder:
         margin : crop margin around the landmarks, as a fraction of the face size
         Raises NoFaceError when there is no face.
         """
-        faces = self.find_all(image, crop_size, gray, margin)
+        rgb = read_rgb(image)
+        faces = self.find_all(rgb, crop_size, gray, margin)
         if not faces:
             what = image if isinstance(image, (str, Path)) else "image"
-            raise NoFaceError(f"no face found in {what} ({_shape(image)})")
+            raise NoFaceError(f"no face found in {what} ({rgb.shape[1]}x{rgb.shape[0]} px)")
         if len(faces) > 1:
             warnings.warn(f"{len(faces)} faces found; using the largest", stacklevel=2)
         return faces[0]
-
-
-def _shape(image) -> str:
-    return "x".join(map(str, read_rgb(image).shape[1::-1])) + " px"
 
 
 def _prepare(rgb: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -176,11 +174,12 @@ def aligned_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int = 48, gray: b
     upright = landmarks[:, :2] @ rotate.T
     lo, hi = upright.min(axis=0), upright.max(axis=0)
     side = (hi - lo).max() * (1 + 2 * margin)  # crop side in input pixels
-    # Native-resolution crop: crop pixel (u, v) -> input rotate.T @ (corner + (u, v) * step).
+    # Crop at native resolution first: crop pixel (u, v) <- input pixel
+    # rotate.T @ (corner + (u, v) * step) - 0.5 (landmarks count pixel edges, OpenCV centres).
     native = max(size, int(np.ceil(side)))
     step = side / native
     corner = (lo + hi) / 2 - side / 2 + step / 2
-    to_input = np.hstack([rotate.T * step, (rotate.T @ corner)[:, None] - 0.5])  # - 0.5: pixel centres
+    to_input = np.hstack([rotate.T * step, (rotate.T @ corner)[:, None] - 0.5])
     image = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if gray else rgb
     crop = cv2.warpAffine(image, to_input, (native, native),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
@@ -193,10 +192,17 @@ def aligned_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int = 48, gray: b
 _finder: tuple[int, FaceFinder] | None = None  # (pid, finder): one per process
 
 
-def find_face(image, crop_size: int = 48, gray: bool = True, margin: float = 0.1) -> Face:
-    """``FaceFinder.find`` with a landmarker made once per process and closed at exit."""
+def default_finder() -> FaceFinder:
+    """This process's shared FaceFinder, made on first use and closed at exit."""
     global _finder
     if _finder is None or _finder[0] != os.getpid():  # a forked child makes its own
         _finder = (os.getpid(), FaceFinder())
-        atexit.register(_finder[1].close)
-    return _finder[1].find(image, crop_size, gray, margin)
+        # Close before Python shuts down MediaPipe's executor threads, which happens
+        # before atexit handlers run (closing later prints errors at exit).
+        threading._register_atexit(_finder[1].close)
+    return _finder[1]
+
+
+def find_face(image, crop_size: int = 48, gray: bool = True, margin: float = 0.1) -> Face:
+    """``default_finder().find(...)``: the face in ``image``, see ``FaceFinder.find``."""
+    return default_finder().find(image, crop_size, gray, margin)

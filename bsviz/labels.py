@@ -4,7 +4,9 @@ MediaPipe names follow ARKit (``eyeBlinkLeft``); ICT FaceKit splits sides with a
 suffix (``eyeBlink_L``) and has two ARKit shapes per side (``browInnerUp_L/_R``,
 ``cheekPuff_L/_R``), while ``mouthLeft``/``jawLeft`` are movements, not sides, in
 both. ``_neutral`` has no ICT shape. ``ict_index`` derives the mapping from the two
-name lists and checks that it covers every ICT name exactly once.
+name lists and checks that it covers every ICT name exactly once. Both name sides
+from the subject's view: ICT ``_L`` shapes move +x (the subject's left), and MediaPipe's
+``eyeBlinkLeft`` rises when the eye on the image's right closes, so no mirroring.
 
 ``label_dataset`` runs the landmarker over a dataset folder, in parallel, cached by
 file content (sha1) and resumable, and writes an ``.npz`` plus a ``.json`` summary.
@@ -24,7 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from bsviz import faces
-from bsviz.data import ALIASES, IMAGE_SUFFIXES, DataError, atomic_write
+from bsviz.data import ALIASES, IMAGE_SUFFIXES, DataError
+from bsviz.files import atomic_path
 
 # --------------------------------------------------------------------------- mapping
 
@@ -157,9 +160,9 @@ def label_dataset(data_dir: str | Path, out_path: str | Path, workers: int = 2,
                 bar.update()
                 if n_new % flush_every == 0:
                     _write_cache(sidecar, done, tag)
-    finally:
-        if n_new % flush_every:  # keep what an interrupted run found
-            _write_cache(sidecar, done, tag)
+    except BaseException:  # interrupted or failed: keep what this run found
+        _write_cache(sidecar, done, tag)
+        raise
     scores = np.stack([done[h] for h in hashes]).astype(np.float32)
     labels = Labels(root.resolve(), np.array([p.relative_to(root).as_posix() for p in files]),
                     np.array([ALIASES.get(p.parent.name.lower(), p.parent.name.lower())
@@ -222,15 +225,15 @@ def _read_cache(path: Path, tag: str) -> dict[str, np.ndarray]:
 
 
 def _write_cache(path: Path, done: dict[str, np.ndarray], tag: str) -> None:
-    with atomic_write(path) as f:
-        np.savez(f, tag=tag, hashes=np.array(list(done)),
+    with atomic_path(path) as tmp:
+        np.savez(tmp, tag=tag, hashes=np.array(list(done)),
                  scores=np.array(list(done.values()), np.float32).reshape(len(done), -1))
 
 
 def _save(labels: Labels, out: Path, tag: str) -> None:
     """The .npz and its .json summary, each written atomically."""
-    with atomic_write(out) as f:
-        np.savez_compressed(f, tag=tag, root=str(labels.root), paths=labels.paths,
+    with atomic_path(out) as tmp:
+        np.savez_compressed(tmp, tag=tag, root=str(labels.root), paths=labels.paths,
                             classes=labels.classes, hashes=labels.hashes,
                             detected=labels.detected, scores=labels.scores,
                             weights=labels.weights, names=np.array(labels.names),
@@ -245,8 +248,8 @@ def _save(labels: Labels, out: Path, tag: str) -> None:
                         "top": _top(means[c], labels.names, 5)} for c in means},
         "tag": tag,
     }
-    with atomic_write(out.with_suffix(".json")) as f:
-        f.write(json.dumps(summary, indent=1).encode())
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
 
 
 # --------------------------------------------------------------------------- summaries

@@ -41,6 +41,20 @@ def shape_region(name: str) -> str:
     return "other"
 
 
+def mirror_permutation(names: tuple[str, ...] | list[str]) -> list[int]:
+    """Index of each shape's mirror image: ``_L`` <-> ``_R``, ``*Left`` <-> ``*Right``.
+
+    Flipping a face image left-right turns weights ``w`` into ``w[mirror_permutation(names)]``.
+    """
+    swaps = (("_L", "_R"), ("_R", "_L"), ("Left", "Right"), ("Right", "Left"))
+    index = {n: i for i, n in enumerate(names)}
+    mirror = []
+    for name in names:
+        other = next((name[: -len(a)] + b for a, b in swaps if name.endswith(a)), name)
+        mirror.append(index.get(other, index[name]))
+    return mirror
+
+
 class RigError(ValueError):
     """A rig file or folder that cannot be used (missing, malformed, mismatched)."""
 

@@ -100,3 +100,12 @@ def test_torch_layer_on_cuda(rig):
 def test_weight_vector_fills_missing_names_with_zero(rig):
     w = weight_vector({"jawOpen": 0.7}, rig.names)
     assert w.shape == (53,) and w.sum() == pytest.approx(0.7)
+
+
+def test_blend_into_a_given_array(rig):
+    w = np.random.default_rng(4).random((3, rig.n_shapes), dtype=np.float32)
+    out = np.empty((3, rig.n_vertices, 3), np.float32)
+    assert blend(rig, w, out=out) is out
+    np.testing.assert_allclose(out, blend(rig, w), atol=1e-5)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        blend(rig, w, out=np.empty((2, rig.n_vertices, 3), np.float32))

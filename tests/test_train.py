@@ -1,0 +1,128 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import bsviz.train as training
+from bsviz.train import (TrainConfig, augment, load_checkpoint, model_from_checkpoint, train)
+
+TINY = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 16, "batch_size": 32,
+        "progress": False, "augment": True}
+
+
+@pytest.fixture(scope="module")
+def tiny_ck(shared, tmp_path_factory):
+    """A 105-image CK+ (15 a class, many subjects) and its MediaPipe labels."""
+    import shutil
+
+    from bsviz.labels import label_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    for folder in sorted((shared / "data" / "ck+48").iterdir()):
+        (root / "ck+48" / folder.name).mkdir(parents=True)
+        for image in sorted(folder.glob("*.png"))[::9][:15]:
+            shutil.copy(image, root / "ck+48" / folder.name)
+    label_dataset(root / "ck+48", root / "ck.npz", workers=1, progress=False)
+    return root
+
+
+def cfg(tmp_path, data_root, **kw) -> TrainConfig:
+    return TrainConfig(dataset="ck+", data_dir=str(data_root), out_dir=str(tmp_path / "run"),
+                       **{**TINY, **kw})
+
+
+def test_a_few_steps_lower_the_loss(tmp_path, tiny_ck):
+    result = train(cfg(tmp_path, tiny_ck, kind="image", epochs=4, lr=3e-3, augment=False))
+    losses = [h["train_loss"] for h in result["history"]]
+    assert losses[-1] < losses[0]
+    run = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "metrics.csv", "history.json", "result.json",
+                 "curves.png", "confusion.png"):
+        assert (run / name).exists(), name
+    assert np.array(result["confusion"]).sum() == result["n_test"]
+
+
+def test_checkpoint_reloads_to_identical_outputs(tmp_path, tiny_ck):
+    train(cfg(tmp_path, tiny_ck, kind="image", epochs=1))
+    checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")  # weights_only=True inside
+    assert checkpoint["classes"][0] == "anger" and checkpoint["kind"] == "image"
+    assert checkpoint["config"]["epochs"] == 1 and len(checkpoint["shape_names"]) == 53
+    a, b = model_from_checkpoint(checkpoint), model_from_checkpoint(checkpoint)
+    x = torch.rand(4, 1, 48, 48)
+    torch.testing.assert_close(a(x).output, b(x).output, rtol=0, atol=0)
+    torch.save({"x": object()}, tmp_path / "unsafe.pt")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "unsafe.pt")
+
+
+def test_resume_continues_the_same_run(tmp_path, tiny_ck, monkeypatch):
+    full = train(cfg(tmp_path / "a", tiny_ck, kind="image", epochs=3))
+    real_log = training._log
+
+    def interrupt_after_first_epoch(out_dir, history):
+        real_log(out_dir, history)
+        if len(history) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_log", interrupt_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(tmp_path / "b", tiny_ck, kind="image", epochs=3))
+    monkeypatch.setattr(training, "_log", real_log)
+    resumed = train(cfg(tmp_path / "b", tiny_ck, kind="image", epochs=3, resume=True))
+    assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
+        [h["train_loss"] for h in full["history"]], rel=1e-5)
+    a = load_checkpoint(tmp_path / "a" / "run" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "run" / "last.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_blendshape_and_two_stream_runs(tmp_path, tiny_ck):
+    bs = train(cfg(tmp_path / "bs", tiny_ck, kind="blendshape", epochs=2, labels=str(tiny_ck / "ck.npz")))
+    assert bs["test_mae"] is not None and 0 < bs["test_mae"] < 0.5
+    img = tmp_path / "img"
+    train(cfg(img, tiny_ck, kind="image", epochs=1))
+    two = train(cfg(tmp_path / "two", tiny_ck, kind="two_stream", epochs=1, freeze_epochs=1,
+                    labels=str(tiny_ck / "ck.npz"), init_image=str(img / "run" / "best.pt"),
+                    init_blendshape=str(tmp_path / "bs" / "run" / "best.pt")))
+    assert two["test_accuracy"] is not None and two["test_mae"] is not None
+    # the frozen epoch trained the fusion layer and left both streams as pretrained
+    fused = load_checkpoint(tmp_path / "two" / "run" / "last.pt")["model"]
+    for stream, path in (("image", img), ("blendshape", tmp_path / "bs")):
+        pretrained = load_checkpoint(path / "run" / "best.pt")["model"]
+        for key, value in pretrained.items():
+            torch.testing.assert_close(fused[f"{stream}.{key}"], value, rtol=0, atol=0)
+
+
+def test_two_stream_needs_labels(tmp_path, tiny_ck):
+    with pytest.raises(ValueError, match="needs blendshape labels"):
+        train(cfg(tmp_path, tiny_ck, kind="two_stream", epochs=1))
+
+
+def test_augment_mirrors_weights_with_the_image():
+    names = ("mouthSmile_L", "mouthSmile_R", "jawOpen")
+    images = torch.zeros(64, 1, 8, 8)
+    images[:, :, :, :4] = 1.0  # bright left half
+    weights = torch.tensor([[1.0, 0.0, 0.5]]).repeat(64, 1)
+    out, w = augment(images, weights, [1, 0, 2], torch.Generator().manual_seed(0))
+    flipped = out[:, 0, :, :4].mean(dim=(1, 2)) < out[:, 0, :, 4:].mean(dim=(1, 2))
+    assert 10 < flipped.sum() < 54
+    assert torch.equal(w[flipped, 1], torch.ones(int(flipped.sum())))
+    assert torch.equal(w[~flipped, 0], torch.ones(int((~flipped).sum())))
+    assert (w[:, 2] == 0.5).all() and names
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path, tiny_ck):
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+         "-m", "bsviz.cli", "train", "--dataset", "ck+", "--data-dir", str(tiny_ck),
+         "--out-dir", str(out), "--epochs", "1", "--batch-size", "16",
+         "--widths", "4,4,8,8,8,8,16", "--feature-dim", "16", "--progress", "false"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1 and (out / "best.pt").exists()
