@@ -231,6 +231,59 @@ def cmd_train(args) -> None:
         print(json.dumps(shown))
 
 
+def cmd_predict(args) -> None:
+    from bsviz.predict import Predictor
+
+    predictor = Predictor(args.model)
+    prediction = predictor.predict(args.image)
+    if args.json:
+        print(json.dumps(prediction.as_dict(), indent=1))
+    else:
+        ranked = np.argsort(-prediction.probabilities)
+        print(f"{args.image}: {prediction.expression}")
+        for i in ranked:
+            print(f"  {prediction.classes[i]:<10} {prediction.probabilities[i]:.3f}")
+        if prediction.weights is not None:
+            top = np.argsort(-prediction.weights)[:8]
+            print("  top weights: " + ", ".join(
+                f"{prediction.shape_names[i]} {prediction.weights[i]:.2f}" for i in top))
+    if args.mesh:
+        from bsviz.blend import blend
+        from bsviz.colours import vertex_colours
+        from bsviz.export import save_mesh
+
+        if prediction.weights is None:
+            raise CliError("this model regresses no blendshape weights; --mesh needs them")
+        rig = load_rig()
+        save_mesh(args.mesh, blend(rig, dict(zip(prediction.shape_names, prediction.weights))),
+                  rig.visible_faces(), vertex_colours(rig))
+        print(f"wrote {args.mesh}", file=sys.stderr if args.json else sys.stdout)
+
+
+def cmd_eval(args) -> None:
+    """Run one of the paper's experiments (resuming finished runs) and write its JSON."""
+    from bsviz import evaluate
+
+    cfg = train_config(args)
+    if args.experiment == "fer2013":
+        summary = evaluate.fer2013_experiment(cfg, args.seeds, args.fusion_epochs)
+    elif args.experiment == "ck+":
+        if not (cfg.init_image and cfg.init_blendshape):
+            raise CliError("eval ck+ needs --init-image and --init-blendshape (FER2013 streams)")
+        summary = evaluate.ck_experiment(cfg, cfg.init_image,
+                                         cfg.init_blendshape, args.folds)
+    else:
+        summary = evaluate.blendshape_reference(
+            cfg.data_dir, args.ck_labels, args.fer_labels, args.regressor)
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        from bsviz.files import atomic_path
+
+        with atomic_path(Path(cfg.out_dir) / "reference.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "models"}, indent=1)
+          if args.experiment == "reference" else evaluate.format_summary(summary))
+
+
 def _add_weight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a shape weight, e.g. --set jawOpen=1 (repeatable; identity names too)")
@@ -294,6 +347,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="the paper's experiments: fer2013, ck+ or reference")
+    p.add_argument("experiment", choices=["fer2013", "ck+", "reference"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fer2013 seeds")
+    p.add_argument("--folds", type=int, nargs="+", help="ck+ folds (default: all)")
+    p.add_argument("--fusion-epochs", type=int, default=15, help="fer2013 two-stream epochs")
+    p.add_argument("--ck-labels", default="runs/labels/ck+48.npz", help="reference: CK+ labels")
+    p.add_argument("--fer-labels", default="runs/labels/fer2013.npz", help="reference: FER labels")
+    p.add_argument("--regressor", help="reference: a checkpoint whose blendshape stream to use")
+    p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="expression and blendshape weights of the face in a photo")
+    p.add_argument("image", help="a photo (any size; RGB, gray, RGBA or 16-bit)")
+    p.add_argument("--json", action="store_true", help="print JSON: probabilities and 53 weights")
+    p.add_argument("--mesh", metavar="OUT.glb", help="write the reconstructed face (.glb/.obj/.ply)")
+    p.add_argument("--model", help="a checkpoint (default: the shipped models/blendshape_fernet.pt)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="render the shipped rig with a sample expression")
     p.add_argument("--out-dir", default="out", help="folder for the images and GLB files")

@@ -1,4 +1,4 @@
-"""Experiments over many training runs (CK+ folds, FER2013 seeds), their summaries and plots."""
+"""The paper's experiments: CK+ folds and FER2013 seeds, summaries, references, plots."""
 
 from __future__ import annotations
 
@@ -7,50 +7,189 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from bsviz.files import atomic_path
 from bsviz.train import TrainConfig, train
 
 
-def repeat_runs(cfg: TrainConfig, name: str, folds: list[int] | None = None,
-                seeds: list[int] | None = None) -> dict:
-    """Train ``cfg`` once per CK+ fold (``folds``) or per seed (``seeds``) and summarise.
+def run_once(cfg: TrainConfig) -> dict:
+    """``train(cfg)``, or the ``result.json`` it left, so an interrupted experiment resumes
+    (a half-finished run continues from its ``last.pt``)."""
+    done = Path(cfg.out_dir) / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    return train(replace(cfg, resume=True))
 
-    Each run goes to ``<out_dir>/<name>/fold<k>`` or ``seed<s>``; a run that already has
-    its ``result.json`` is read, not repeated, so an interrupted experiment resumes.
-    Returns (and writes as ``<out_dir>/<name>/summary.json``) per-run test accuracy and
-    weight MAE, their mean and standard deviation, and the summed confusion matrix.
+
+def fer2013_experiment(base: TrainConfig, seeds: list[int], fusion_epochs: int = 15) -> dict:
+    """FER2013: per seed, the image stream, the blendshape stream and BlendshapeFERNet
+    (initialised from both), each selected on PublicTest and tested once on PrivateTest.
+
+    Runs go to ``<base.out_dir>/{image,blendshape,two_stream}/seed<s>``.
     """
-    base = Path(cfg.out_dir) / name
-    variants = ([("fold", f, replace(cfg, fold=f)) for f in folds] if folds is not None
-                else [("seed", s, replace(cfg, seed=s)) for s in seeds or [cfg.seed]])
-    runs = []
-    for label, value, run_cfg in variants:
-        run_dir = base / f"{label}{value}"
-        run_cfg = replace(run_cfg, out_dir=str(run_dir), resume=True)
-        done = run_dir / "result.json"
-        result = json.loads(done.read_text()) if done.exists() else train(run_cfg)
-        runs.append({label: value, "test_accuracy": result.get("test_accuracy"),
-                     "test_mae": result.get("test_mae"), "confusion": result.get("confusion"),
-                     "n_test": result.get("n_test"), "best_epoch": result.get("best_epoch")})
-    summary = {"name": name, "kind": cfg.kind, "dataset": cfg.dataset, "runs": runs,
-               **_mean_std(runs, "test_accuracy"), **_mean_std(runs, "test_mae")}
-    confusions = [np.array(r["confusion"]) for r in runs if r["confusion"] is not None]
-    if confusions:
-        summary["confusion"] = np.sum(confusions, axis=0).tolist()
-        summary["classes"] = json.loads((base / f"{variants[0][0]}{variants[0][1]}" /
-                                         "result.json").read_text())["classes"]
-    with atomic_path(base / "summary.json") as tmp:
+    out, runs = Path(base.out_dir), {"image": [], "blendshape": [], "two_stream": []}
+    for seed in seeds:
+        common = replace(base, dataset="fer2013", seed=seed)
+        paths = {kind: out / kind / f"seed{seed}" for kind in runs}
+        for kind in ("image", "blendshape"):
+            runs[kind].append(run_once(replace(common, kind=kind, out_dir=str(paths[kind]))))
+        runs["two_stream"].append(run_once(replace(
+            common, kind="two_stream", out_dir=str(paths["two_stream"]), epochs=fusion_epochs,
+            init_image=str(paths["image"] / "best.pt"),
+            init_blendshape=str(paths["blendshape"] / "best.pt"))))
+    return _summarise("fer2013", runs, "seed", seeds, out)
+
+
+def ck_experiment(base: TrainConfig, init_image: str, init_blendshape: str,
+                  folds: list[int] | None = None) -> dict:
+    """CK+ subject-independent k-fold: image stream and BlendshapeFERNet, both started from
+    the FER2013-pretrained streams (standing in for the paper's face-recognition
+    pretraining), fine-tuned and tested on each fold."""
+    out, runs = Path(base.out_dir), {"image": [], "two_stream": []}
+    folds = list(range(base.n_folds)) if folds is None else folds
+    for fold in folds:
+        common = replace(base, dataset="ck+", fold=fold, init_image=init_image)
+        runs["image"].append(run_once(replace(common, kind="image",
+                                              out_dir=str(out / "image" / f"fold{fold}"))))
+        runs["two_stream"].append(run_once(replace(
+            common, kind="two_stream", init_blendshape=init_blendshape,
+            out_dir=str(out / "two_stream" / f"fold{fold}"))))
+    return _summarise("ck+", runs, "fold", folds, out)
+
+
+def _summarise(dataset: str, runs: dict[str, list[dict]], key: str, values: list[int],
+               out: Path) -> dict:
+    """Mean and std of test accuracy / weight MAE per network, summed confusion matrices,
+    and the paired difference two-stream - image per run (the paper's ablation)."""
+    summary: dict = {"dataset": dataset, key + "s": values, "models": {}}
+    for kind, results in runs.items():
+        model = {"runs": [{key: v, "test_accuracy": r.get("test_accuracy"),
+                           "test_mae": r.get("test_mae"), "best_epoch": r.get("best_epoch"),
+                           "n_test": r.get("n_test")} for v, r in zip(values, results)]}
+        for metric in ("test_accuracy", "test_mae"):
+            model.update(_mean_std([r.get(metric) for r in results], metric))
+        confusions = [np.array(r["confusion"]) for r in results if r.get("confusion")]
+        if confusions:
+            total = np.sum(confusions, axis=0)
+            model["confusion"] = total.tolist()
+            model["pooled_accuracy"] = float(np.trace(total) / total.sum())
+            plot_confusion(out / f"confusion_{kind}.png", total, results[0]["classes"])
+        summary["models"][kind] = model
+        summary["classes"] = results[0]["classes"]
+    if "image" in runs and "two_stream" in runs:
+        gains = [t["test_accuracy"] - i["test_accuracy"]
+                 for i, t in zip(runs["image"], runs["two_stream"])]
+        summary["two_stream_minus_image"] = _mean_std(gains, "difference")
+    with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _mean_std(runs: list[dict], key: str) -> dict:
-    values = [r[key] for r in runs if r[key] is not None]
+def logistic_regression(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                        n_classes: int, l2: float = 1e-3) -> np.ndarray:
+    """Predicted classes (M,) of a multinomial logistic regression fitted (L-BFGS, L2
+    penalty ``l2``) on standardised features train_x (N, D) -> labels train_y (N,)."""
+    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
+    x = torch.as_tensor((train_x - mean) / std, dtype=torch.float64)
+    y = torch.as_tensor(train_y, dtype=torch.int64)
+    layer = torch.nn.Linear(x.shape[1], n_classes, dtype=torch.float64)
+    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(layer(x), y) + l2 * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        test = torch.as_tensor((test_x - mean) / std, dtype=torch.float64)
+        return layer(test).argmax(dim=1).numpy()
+
+
+def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels: str | Path,
+                         regressor: str | Path | None = None, n_folds: int = 10) -> dict:
+    """A linear classifier on blendshape features alone: MediaPipe's 52 scores, and (given a
+    blendshape-stream or two-stream checkpoint) our 53 regressed weights.
+
+    CK+: the same subject-independent folds as the networks. FER2013: train -> PrivateTest;
+    images where MediaPipe found no face count as errors for the MediaPipe features.
+    """
+    from bsviz import data as datasets
+    from bsviz.labels import load_labels
+
+    data_dir = Path(data_dir)
+    ck = datasets.load_ck(data_dir / "ck+48")
+    fer = datasets.load_fer2013(data_dir / "fer2013")
+    out: dict = {}
+    for name, ds, label_file in (("ck+", ck, ck_labels), ("fer2013", fer, fer_labels)):
+        labels = load_labels(label_file)
+        rows = labels.rows(ds.paths, data_dir / ("ck+48" if name == "ck+" else "fer2013"))
+        features = {"mediapipe": (labels.scores[rows], labels.detected[rows])}
+        if regressor is not None:
+            regressed = _regress(regressor, ds.paths, data_dir / "cache")
+            features["regressed"] = (regressed, np.ones(len(ds), bool))
+        for feature, (x, ok) in features.items():
+            if name == "ck+":
+                folds = datasets.subject_folds(ck.subjects, ck.labels, n_folds, seed=0)
+                accs = []
+                for fold in folds:
+                    train = fold.train[ok[fold.train]]
+                    pred = logistic_regression(x[train], ds.labels[train],
+                                               np.nan_to_num(x[fold.test]), len(ds.classes))
+                    accs.append(float(((pred == ds.labels[fold.test]) & ok[fold.test]).mean()))
+                out[f"{name} {feature}"] = _mean_std(accs, "accuracy")
+            else:
+                train = np.flatnonzero((fer.splits == "train") & ok)
+                test = np.flatnonzero(fer.splits == "private_test")
+                pred = logistic_regression(x[train], ds.labels[train], np.nan_to_num(x[test]),
+                                           len(ds.classes))
+                out[f"{name} {feature}"] = {
+                    "accuracy": float(((pred == ds.labels[test]) & ok[test]).mean()),
+                    "accuracy_where_detected": float((pred == ds.labels[test])[ok[test]].mean())}
+    return out
+
+
+def _regress(checkpoint_path: str | Path, paths: list[Path], cache: Path) -> np.ndarray:
+    """(N, K) blendshape weights regressed by a checkpoint's blendshape stream."""
+    from bsviz import data as datasets
+    from bsviz.train import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(checkpoint_path)).float()
+    stream = getattr(model, "blendshape", model)
+    cache.mkdir(parents=True, exist_ok=True)
+    images = torch.from_numpy(datasets.load_images(paths, cache_dir=cache))
+    with torch.no_grad():
+        return torch.cat([stream(images[i:i + 1024]).output
+                          for i in range(0, len(images), 1024)]).numpy()
+
+
+def format_summary(summary: dict) -> str:
+    """A few lines: each network's test accuracy / MAE as mean +- std, and the ablation."""
+    lines = [f"{summary['dataset']}:"]
+    for kind, model in summary["models"].items():
+        parts = []
+        if "test_accuracy_mean" in model:
+            parts.append(f"accuracy {100 * model['test_accuracy_mean']:.2f} +- "
+                         f"{100 * model['test_accuracy_std']:.2f} % (n={model['test_accuracy_n']})")
+        if "test_mae_mean" in model:
+            parts.append(f"weight MAE {model['test_mae_mean']:.4f} +- {model['test_mae_std']:.4f}")
+        lines.append(f"  {kind:<11} " + "; ".join(parts))
+    gain = summary.get("two_stream_minus_image")
+    if gain:
+        lines.append(f"  two-stream - image: {100 * gain['difference_mean']:+.2f} +- "
+                     f"{100 * gain['difference_std']:.2f} points (n={gain['difference_n']})")
+    return "\n".join(lines)
+
+
+def _mean_std(values: list, name: str) -> dict:
+    values = [v for v in values if v is not None]
     if not values:
         return {}
-    return {f"{key}_mean": float(np.mean(values)), f"{key}_std": float(np.std(values)),
-            f"{key}_n": len(values)}
+    return {f"{name}_mean": float(np.mean(values)), f"{name}_std": float(np.std(values)),
+            f"{name}_n": len(values)}
 
 
 def plot_run(out_dir: str | Path, history: list[dict], confusion: list[list[int]] | None,

@@ -240,6 +240,19 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
 
 
+def pack_checkpoint(src: str | Path, dst: str | Path, card: dict | None = None) -> Path:
+    """A small release copy of a checkpoint: the weights in float16, config, classes and
+    shape names, the model ``card`` (data, protocol, accuracy, date, command); no optimizer."""
+    checkpoint = load_checkpoint(src)
+    keep = {k: checkpoint[k] for k in ("kind", "config", "model_config", "classes",
+                                       "shape_names", "epoch", "history")}
+    keep["model"] = {k: v.half() if v.is_floating_point() else v
+                     for k, v in checkpoint["model"].items()}
+    keep["card"] = card or {}
+    save_checkpoint(Path(dst), keep)
+    return Path(dst)
+
+
 # --------------------------------------------------------------------------- training
 
 

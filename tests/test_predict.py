@@ -1,0 +1,48 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bsviz.cli import main
+from bsviz.faces import NoFaceError
+from bsviz.predict import SHIPPED_MODEL, Predictor
+from bsviz.rig import read_obj
+
+pytestmark = pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason="no shipped model yet")
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor()
+
+
+@pytest.fixture(scope="module")
+def happy(shared):
+    return shared / "data" / "ck+48" / "happy" / "S010_006_00000013.png"
+
+
+def test_shipped_model_says_happy_on_a_ck_happy_face(predictor, happy):
+    prediction = predictor.predict(happy)
+    assert prediction.expression == "happy"
+    assert prediction.probabilities.sum() == pytest.approx(1, abs=1e-5)
+    smile = [prediction.shape_names.index(n) for n in ("mouthSmile_L", "mouthSmile_R")]
+    assert prediction.weights[smile].mean() > np.median(prediction.weights)
+
+
+def test_predict_on_a_large_rgba_photo(predictor, happy):
+    big = Image.open(happy).convert("RGBA").resize((400, 400), Image.BICUBIC)
+    prediction = predictor.predict(big)
+    assert prediction.weights.shape == (53,) and prediction.face.box[2] > 200
+
+
+def test_no_face(predictor):
+    with pytest.raises(NoFaceError, match="no face"):
+        predictor.predict(np.full((200, 200, 3), 128, np.uint8))
+
+
+def test_cli_predict_json_and_mesh(happy, tmp_path, capsys):
+    assert main(["predict", str(happy), "--json", "--mesh", str(tmp_path / "face.obj")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["expression"] == "happy" and len(out["weights"]) == 53
+    assert read_obj(tmp_path / "face.obj").vertices.shape == (26719, 3)
