@@ -174,7 +174,16 @@ def cmd_label(args) -> None:
                            progress=not args.quiet)
     print(f"wrote {args.out}: {int(labels.detected.sum())} of {len(labels.paths)} images "
           f"with a face ({labels.detected.mean():.1%})")
-    print(top_table(class_means(labels), labels.names))
+    means = class_means(labels)
+    print(top_table(means, labels.names))
+    if args.presets:
+        from bsviz.files import atomic_path
+
+        presets = {c: {n: round(float(v), 4) for n, v in zip(labels.names, mean)}
+                   for c, mean in means.items()}
+        with atomic_path(args.presets) as tmp:
+            tmp.write_text(json.dumps(presets, indent=1))
+        print(f"wrote {args.presets}: per-class mean weights as expression presets")
 
 
 def train_config(args):
@@ -341,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz (a .json summary goes beside it)")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--presets", metavar="FILE.json",
+                   help="also write the per-class mean weights as {class: {name: value}}")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("train", help="train a stream or the two-stream network")
