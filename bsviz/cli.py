@@ -186,6 +186,17 @@ def cmd_label(args) -> None:
         print(f"wrote {args.presets}: per-class mean weights as expression presets")
 
 
+def cmd_synth(args) -> None:
+    from bsviz.synth import render_synthetic
+
+    synth = render_synthetic(args.n, args.out, seed=args.seed)
+    summary = json.loads((Path(args.out) / "synth.json").read_text())
+    crop = summary["mediapipe_crop"]
+    print(f"wrote {Path(args.out) / 'synth.npz'}: {len(synth.weights)} of {summary['requested']} "
+          f"faces kept, {summary['renders_per_s']:.1f} renders/s; MediaPipe vs exact weights "
+          f"on the crops: MAE {crop['mae']:.3f} (constant guess {crop['baseline_mae']:.3f})")
+
+
 def train_config(args):
     """A TrainConfig from ``--config FILE.json`` and any per-field flags (flags win)."""
     from dataclasses import fields
@@ -293,6 +304,12 @@ def cmd_eval(args) -> None:
           if args.experiment == "reference" else evaluate.format_summary(summary))
 
 
+def cmd_app(args) -> None:
+    from bsviz.app import launch
+
+    launch(args.host, args.port, args.share, args.model)
+
+
 def _add_weight_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a shape weight, e.g. --set jawOpen=1 (repeatable; identity names too)")
@@ -354,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the per-class mean weights as {class: {name: value}}")
     p.set_defaults(func=cmd_label)
 
+    p = sub.add_parser("synth", help="render the rig with random weights: faces with exact labels")
+    p.add_argument("--n", type=int, required=True, help="how many faces")
+    p.add_argument("--out", required=True, help="output folder (synth.npz, synth.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
     p = sub.add_parser("train", help="train a stream or the two-stream network")
     p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
     _add_config_flags(p)
@@ -377,6 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mesh", metavar="OUT.glb", help="write the reconstructed face (.glb/.obj/.ply)")
     p.add_argument("--model", help="a checkpoint (default: the shipped models/blendshape_fernet.pt)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("app", help="serve the web app (Gradio) on this machine")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    p.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
+    p.add_argument("--share", action="store_true",
+                   help="also ask Gradio for a public link (needs internet; without it the "
+                        "app says so and serves locally)")
+    p.add_argument("--model", help="a checkpoint (default: $BSVIZ_MODEL, else the shipped "
+                                   "models/blendshape_fernet.pt)")
+    p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("demo", help="render the shipped rig with a sample expression")
     p.add_argument("--out-dir", default="out", help="folder for the images and GLB files")

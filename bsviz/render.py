@@ -23,6 +23,11 @@ from bsviz.rig import Rig, vertex_normals  # noqa: E402
 # Camera yaw about the head's vertical axis, degrees (positive: the face's left side).
 VIEWS = {"front": 0.0, "three_quarter": 40.0, "profile": 90.0}
 BACKGROUND = (1.0, 1.0, 1.0)
+# Camera-fixed directional lights, (yaw, pitch, intensity): degrees from the view axis,
+# positive to the camera's right and up. A key light above-left, a softer fill on the right.
+LIGHTS = ((-30.0, 35.0, 3.0), (40.0, 0.0, 1.2))
+AMBIENT = 0.25
+
 
 def _look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:
     """(4, 4) camera-to-world pose for an OpenGL camera at ``eye`` looking at ``target``."""
@@ -57,10 +62,14 @@ class Renderer:
         self._gl = pyrender.OffscreenRenderer(size, size)
 
     def render(self, vertices: np.ndarray, view: str | float = "front",
-               colours: np.ndarray | None = None) -> np.ndarray:
+               colours: np.ndarray | None = None,
+               lights: tuple[tuple[float, float, float], ...] = LIGHTS,
+               ambient: float = AMBIENT) -> np.ndarray:
         """(size, size, 3) uint8 image of ``vertices`` (V, 3) from a named view or a yaw in degrees.
 
         ``colours`` (V, 3) in [0, 1] replaces the rig's colours (e.g. a displacement heatmap).
+        ``lights`` are directional and fixed to the camera, (yaw, pitch, intensity) each as in
+        ``LIGHTS``; ``ambient`` is the grey level of the ambient light.
         """
         if isinstance(view, str) and view not in VIEWS:
             raise ValueError(f"unknown view '{view}' (choose from {', '.join(VIEWS)})")
@@ -71,13 +80,12 @@ class Renderer:
             indices=self.faces, color_0=self.colours if colours is None else colours,
             material=pyrender.MetallicRoughnessMaterial(metallicFactor=0.0, roughnessFactor=0.7,
                                                         doubleSided=True))
-        scene = pyrender.Scene(bg_color=(*BACKGROUND, 1.0), ambient_light=(0.25, 0.25, 0.25))
+        scene = pyrender.Scene(bg_color=(*BACKGROUND, 1.0), ambient_light=(ambient,) * 3)
         scene.add(pyrender.Mesh([primitive]))
         eye = self.target + self.distance * np.array([np.sin(yaw), 0.0, np.cos(yaw)])
         camera_pose = _look_at(eye, self.target)
         scene.add(self.camera, pose=camera_pose)
-        # Key light above-left of the camera, a softer fill from the right, both camera-fixed.
-        for yaw_deg, pitch_deg, intensity in ((-30, 35, 3.0), (40, 0, 1.2)):
+        for yaw_deg, pitch_deg, intensity in lights:
             y, p = np.radians(yaw_deg), np.radians(pitch_deg)
             light_dir = np.array([np.sin(y) * np.cos(p), np.sin(p), np.cos(y) * np.cos(p)])
             light_eye = self.target + camera_pose[:3, :3] @ light_dir
