@@ -152,6 +152,27 @@ def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels
     return out
 
 
+def synthetic_mae(checkpoint_path: str | Path, synth_path: str | Path) -> dict:
+    """How well a blendshape stream recovers known weights: MAE against the exact weights of
+    synthetic renders (``bsviz synth``), next to MediaPipe's MAE on the same crops and a
+    constant guess (the mean weights)."""
+    from bsviz.synth import load_synth
+    from bsviz.train import load_checkpoint, model_from_checkpoint
+
+    synth = load_synth(synth_path)
+    model = model_from_checkpoint(load_checkpoint(checkpoint_path)).float()
+    stream = getattr(model, "blendshape", model)
+    images = torch.from_numpy(synth.images.astype(np.float32) / 255)
+    with torch.no_grad():
+        ours = torch.cat([stream(images[i:i + 1024]).output
+                          for i in range(0, len(images), 1024)]).numpy()
+    exact = synth.weights
+    seen = ~np.isnan(synth.mediapipe_weights).any(axis=1)
+    return {"n": len(exact), "ours": float(np.abs(ours - exact).mean()),
+            "mediapipe": float(np.abs(synth.mediapipe_weights[seen] - exact[seen]).mean()),
+            "constant_guess": float(np.abs(exact.mean(axis=0) - exact).mean())}
+
+
 def _regress(checkpoint_path: str | Path, paths: list[Path], cache: Path) -> np.ndarray:
     """(N, K) blendshape weights regressed by a checkpoint's blendshape stream."""
     from bsviz import data as datasets
@@ -182,6 +203,41 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  two-stream - image: {100 * gain['difference_mean']:+.2f} +- "
                      f"{100 * gain['difference_std']:.2f} points (n={gain['difference_n']})")
     return "\n".join(lines)
+
+
+REFERENCES = {
+    "fer2013": "73.28 % single model, PrivateTest (VGG variant, Khaireddin & Chen 2021); "
+               "58.4 % the `fer` package's shipped model on this test folder",
+    "ck+": "96.8 % (8 classes) / 98.6 % (6 classes), FaceNet2ExpNet, subject-independent 10-fold",
+}
+
+
+def results_table(summaries: list[dict], reference: dict | None = None) -> str:
+    """A markdown table of experiment summaries (``fer2013_experiment``, ``ck_experiment``)
+    and the blendshape-only reference, next to published figures."""
+    rows = ["| data, protocol | network | accuracy (mean ± std, n) | weight MAE | published |",
+            "| --- | --- | ---: | ---: | --- |"]
+    for summary in summaries:
+        protocol = ("FER2013 PrivateTest, per seed" if summary["dataset"] == "fer2013"
+                    else "CK+ subject-independent 10-fold, per fold")
+        for kind, model in summary["models"].items():
+            acc = (f"{100 * model['test_accuracy_mean']:.2f} ± {100 * model['test_accuracy_std']:.2f}"
+                   f" % (n={model['test_accuracy_n']})" if "test_accuracy_mean" in model else "-")
+            mae = f"{model['test_mae_mean']:.4f}" if "test_mae_mean" in model else "-"
+            rows.append(f"| {protocol} | {kind} | {acc} | {mae} | "
+                        f"{REFERENCES[summary['dataset']] if kind == 'image' else ''} |")
+        gain = summary.get("two_stream_minus_image")
+        if gain:
+            rows.append(f"| {protocol} | two-stream − image | {100 * gain['difference_mean']:+.2f}"
+                        f" ± {100 * gain['difference_std']:.2f} points (n={gain['difference_n']})"
+                        " | | paper: about +0.5 points |")
+    for name, value in (reference or {}).items():
+        acc = (f"{100 * value['accuracy_mean']:.2f} ± {100 * value['accuracy_std']:.2f} % "
+               f"(n={value['accuracy_n']})" if "accuracy_mean" in value
+               else f"{100 * value['accuracy']:.2f} %")
+        dataset, feature = name.split(" ", 1)
+        rows.append(f"| {dataset} | logistic regression on {feature} blendshapes | {acc} | | |")
+    return "\n".join(rows)
 
 
 def _mean_std(values: list, name: str) -> dict:
