@@ -53,6 +53,7 @@ class TrainConfig:
     data_dir: str = "../shared/data"     # holds fer2013/ and ck+48/
     labels: str | None = None            # blendshape label file (bsviz label) for the dataset
     out_dir: str = "runs/train"
+    cache_dir: str = "runs/cache"        # decoded images, shared by runs on the same data
     fold: int = 0                        # CK+: which subject-independent fold is the test set
     n_folds: int = 10
     epochs: int = 30
@@ -138,10 +139,9 @@ def load_data(cfg: TrainConfig) -> Data:
     else:
         raise ValueError(f"a {cfg.kind} model needs blendshape labels: pass labels=FILE "
                          f"(made by `bsviz label --data-dir {root}`)")
-    cache = Path(cfg.out_dir).parent / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
     keep = np.concatenate(parts)
-    images = datasets.load_images([ds.paths[i] for i in keep], cache_dir=cache)
+    images = datasets.load_images([ds.paths[i] for i in keep], cache_dir=cfg.cache_dir)
     where = {i: j for j, i in enumerate(keep)}
 
     def split(idx: np.ndarray) -> Split:

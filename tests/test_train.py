@@ -13,25 +13,9 @@ TINY = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 16, "batch_size": 32,
         "progress": False, "augment": True}
 
 
-@pytest.fixture(scope="module")
-def tiny_ck(shared, tmp_path_factory):
-    """A 105-image CK+ (15 a class, many subjects) and its MediaPipe labels."""
-    import shutil
-
-    from bsviz.labels import label_dataset
-
-    root = tmp_path_factory.mktemp("data")
-    for folder in sorted((shared / "data" / "ck+48").iterdir()):
-        (root / "ck+48" / folder.name).mkdir(parents=True)
-        for image in sorted(folder.glob("*.png"))[::9][:15]:
-            shutil.copy(image, root / "ck+48" / folder.name)
-    label_dataset(root / "ck+48", root / "ck.npz", workers=1, progress=False)
-    return root
-
-
 def cfg(tmp_path, data_root, **kw) -> TrainConfig:
     return TrainConfig(dataset="ck+", data_dir=str(data_root), out_dir=str(tmp_path / "run"),
-                       **{**TINY, **kw})
+                       cache_dir=str(data_root / "cache"), **{**TINY, **kw})
 
 
 def test_a_few_steps_lower_the_loss(tmp_path, tiny_ck):
@@ -120,7 +104,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path, tiny_ck):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
          "-m", "bsviz.cli", "train", "--dataset", "ck+", "--data-dir", str(tiny_ck),
-         "--out-dir", str(out), "--epochs", "1", "--batch-size", "16",
+         "--out-dir", str(out), "--cache-dir", str(tiny_ck / "cache"), "--epochs", "1", "--batch-size", "16",
          "--widths", "4,4,8,8,8,8,16", "--feature-dim", "16", "--progress", "false"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,49 @@
+import json
+
+import numpy as np
+import pytest
+
+from bsviz.evaluate import (ck_experiment, fer2013_experiment, format_summary,
+                            logistic_regression, results_table)
+from bsviz.train import TrainConfig
+
+TINY = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 16, "batch_size": 32,
+        "progress": False, "epochs": 1, "freeze_epochs": 0}
+
+
+def test_logistic_regression_separates_separable_classes():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [4, 0], [0, 4]])
+    y = rng.integers(0, 3, 300)
+    x = centres[y] + rng.normal(0, 0.5, (300, 2))
+    pred = logistic_regression(x[:200], y[:200], x[200:], 3)
+    assert (pred == y[200:]).mean() > 0.95
+
+
+def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck):
+    base = TrainConfig(data_dir=str(tiny_fer), labels=str(tiny_fer / "fer.npz"),
+                       out_dir=str(tmp_path / "fer"), cache_dir=str(tmp_path / "cache"), **TINY)
+    fer = fer2013_experiment(base, seeds=[0, 1], fusion_epochs=1)
+    assert set(fer["models"]) == {"image", "blendshape", "two_stream"}
+    assert fer["models"]["image"]["test_accuracy_n"] == 2
+    assert fer["models"]["image"]["runs"][0]["n_test"] == 28  # PrivateTest only
+    assert "difference_mean" in fer["two_stream_minus_image"]
+    saved = json.loads((tmp_path / "fer" / "summary.json").read_text())
+    assert saved["models"]["blendshape"]["test_mae_mean"] == pytest.approx(
+        fer["models"]["blendshape"]["test_mae_mean"])
+    # a second call reads the finished runs instead of training again
+    mtime = (tmp_path / "fer" / "image" / "seed0" / "best.pt").stat().st_mtime
+    fer2013_experiment(base, seeds=[0], fusion_epochs=1)
+    assert (tmp_path / "fer" / "image" / "seed0" / "best.pt").stat().st_mtime == mtime
+
+    ck_base = TrainConfig(dataset="ck+", data_dir=str(tiny_ck), labels=str(tiny_ck / "ck.npz"),
+                          out_dir=str(tmp_path / "ck"), cache_dir=str(tmp_path / "cache"), **TINY)
+    ck = ck_experiment(ck_base, str(tmp_path / "fer/image/seed0/best.pt"),
+                       str(tmp_path / "fer/blendshape/seed0/best.pt"), folds=[0, 1])
+    confusion = np.array(ck["models"]["image"]["confusion"])
+    assert confusion.shape == (7, 7) and ck["classes"][1] == "contempt"
+    assert confusion.sum() == sum(r["n_test"] for r in ck["models"]["image"]["runs"])
+    assert (tmp_path / "ck" / "confusion_two_stream.png").exists()
+    table = results_table([fer, ck])
+    assert "two-stream − image" in table and "FaceNet2ExpNet" in table
+    assert "two_stream" in format_summary(ck)
