@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Headless OpenGL (OSMesa, EGL) for pyrender, libusb for open3d, glib for OpenCV.
-APT_PACKAGES="libusb-1.0-0 libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0"
+APT_PACKAGES="libusb-1.0-0 libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0 chromium"
 missing=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done | xargs)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then

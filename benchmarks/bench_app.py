@@ -1,0 +1,188 @@
+"""Latency of the web app on this machine: a face image in -> probabilities + GLB out.
+
+1. In process, per stage (p50 / p95 over example renders and CK+ faces): face finding
+   (MediaPipe), the networks, blending, GLB export, and the whole photo handler
+   (``app.on_photo``: these plus the face box and the two charts); the rendered still,
+   which the browser asks for once the GLB has arrived, is timed too.
+2. Over HTTP to ``bsviz app`` on 127.0.0.1 through Gradio's REST API, as a browser does
+   it: upload the image, call ``/analyse``, read the result stream (probabilities, charts,
+   the GLB written and its URL; files not downloaded). One client in turn, then a bounded
+   load test: N clients for S seconds, each sending its next request when one returns.
+
+The machine may be shared: run it nice'd; the load average is printed before and after.
+
+    nice python benchmarks/bench_app.py [--model PATH] [--clients 8] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from bsviz import app
+from bsviz.blend import blend
+from bsviz.export import save_mesh
+from bsviz.faces import default_finder
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ck+48"
+
+
+def images() -> list[Path]:
+    """The example renders and, when ../shared is there, two CK+ faces of each class."""
+    ck = [p for d in sorted(SHARED.iterdir()) for p in sorted(d.glob("*.png"))[:2]] \
+        if SHARED.is_dir() else []
+    return app.EXAMPLES + ck
+
+
+def percentiles(seconds: list[float]) -> str:
+    ms = 1000 * np.asarray(seconds)
+    return f"{np.percentile(ms, 50):7.1f} {np.percentile(ms, 95):7.1f}"
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def stages(paths: list[Path], rounds: int) -> None:
+    """Per-stage latency in this process, the serving thread count."""
+    engine = app.engine()
+    predictor, finder = engine.predictor, default_finder()
+    times: dict[str, list[float]] = {k: [] for k in (
+        "face finding (MediaPipe)", "networks (two-stream CNN)", "blending (53 shapes)",
+        "GLB export", "whole handler (on_photo)", "rendered still (after the GLB)")}
+    tmp = app.WORK_DIR / "bench"
+    tmp.mkdir(exist_ok=True)
+    app.on_photo(str(paths[0]))  # warm up
+    for _ in range(rounds):
+        for path in paths:
+            face, t = timed(finder.find, str(path), predictor.image_size)
+            times["face finding (MediaPipe)"].append(t)
+            (_, weights), t = timed(predictor.run, face.crop[None])
+            times["networks (two-stream CNN)"].append(t)
+            vertices, t = timed(blend, engine.rig, weights[0])
+            times["blending (53 shapes)"].append(t)
+            _, t = timed(save_mesh, tmp / "face.glb", vertices, engine.faces, engine.colours)
+            times["GLB export"].append(t)
+            _, t = timed(app.on_photo, str(path))
+            times["whole handler (on_photo)"].append(t)
+            _, t = timed(engine.still, weights[0])
+            times["rendered still (after the GLB)"].append(t)
+    print(f"\nin process, {len(paths)} images x {rounds} rounds, torch threads "
+          f"{torch.get_num_threads()}\n{'stage':<34} {'p50 ms':>7} {'p95 ms':>7}")
+    for name, seconds in times.items():
+        print(f"{name:<34} {percentiles(seconds)}")
+
+
+def serve(model: str | None) -> tuple[str, subprocess.Popen]:
+    """``bsviz app`` on a free localhost port, started and answering."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "bsviz.cli", "app", "--port", str(port)]
+    process = subprocess.Popen(command + (["--model", model] if model else []),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return url, process
+        except OSError:
+            if process.poll() is not None:
+                sys.exit(f"bench_app: the app exited with status {process.returncode}")
+            time.sleep(0.5)
+    process.terminate()
+    sys.exit("bench_app: the app did not answer within 2 minutes")
+
+
+def analyse(http: httpx.Client, url: str, path: Path) -> None:
+    """One photo through the app: upload, call ``/analyse``, read the result stream."""
+    with open(path, "rb") as f:
+        uploaded = http.post(f"{url}gradio_api/upload", files={"files": f}).json()[0]
+    data = [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, False]
+    event = http.post(f"{url}gradio_api/call/analyse", json={"data": data}).json()["event_id"]
+    with http.stream("GET", f"{url}gradio_api/call/analyse/{event}") as response:
+        body = "".join(response.iter_text())
+    if "event: complete" not in body or "face.glb" not in body or '["Error' in body:
+        raise RuntimeError(body[:300])
+
+
+def load_test(url: str, paths: list[Path], clients: int, seconds: float) -> None:
+    """``clients`` threads, each its own client, sending requests back to back."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def run(k: int) -> None:
+        http = httpx.Client(timeout=60)
+        i = k
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            try:
+                analyse(http, url, paths[i % len(paths)])
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+            except Exception as e:  # noqa: BLE001 (any failure counts as an error)
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}")
+            i += clients
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    print(f"\nload test: {clients} clients, {seconds:.0f} s on {url} "
+          f"(concurrency limit {app.CONCURRENCY})\n"
+          f"requests {len(latencies)}  errors {len(errors)}  throughput "
+          f"{len(latencies) / wall:.1f}/s\n{'':<34} {'p50 ms':>7} {'p95 ms':>7}\n"
+          f"{'end to end (HTTP, under load)':<34} {percentiles(latencies)}")
+    for e in sorted(set(errors))[:5]:
+        print(f"  error: {e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="checkpoint (default: $BSVIZ_MODEL, else the shipped one)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--rounds", type=int, default=5, help="in-process passes over the images")
+    args = parser.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"({os.cpu_count()} CPUs, niceness {os.nice(0)})")
+    paths = images()
+    app.load(args.model)
+    torch.set_num_threads(app.TORCH_THREADS)  # as the server runs
+    stages(paths, args.rounds)
+    url, process = serve(args.model)
+    try:
+        http = httpx.Client(timeout=60)
+        analyse(http, url, paths[0])  # warm up
+        seconds = [timed(analyse, http, url, paths[i % len(paths)])[1]
+                   for i in range(3 * len(paths))]
+        print(f"\nover HTTP, one client, {len(seconds)} requests\n{'':<34} {'p50 ms':>7} "
+              f"{'p95 ms':>7}\n{'end to end (HTTP, one at a time)':<34} {percentiles(seconds)}")
+        load_test(url, paths, args.clients, args.seconds)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,605 @@
+"""The bsviz web app (Gradio): a face photo or video in; the expression, the 53 blendshape
+weights and the 3D face out, editable with sliders and exportable.
+
+``bsviz app`` (or ``python -m bsviz.app``) serves ``demo`` on 127.0.0.1. The model is
+``--model``, else ``$BSVIZ_MODEL``, else the shipped ``models/blendshape_fernet.pt``.
+Everything the app writes (uploads included) goes into one temp folder per process,
+``WORK_DIR``, removed at exit; Gradio's analytics are off, so nothing is looked up outside.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read when gradio is imported
+WORK_DIR = Path(tempfile.mkdtemp(prefix="bsviz-app-"))
+os.environ.setdefault("GRADIO_TEMP_DIR", str(WORK_DIR))  # uploads and Gradio's file cache
+# Gradio summarises its run statistics with pandas after every event by default: costly under load.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
+atexit.register(shutil.rmtree, WORK_DIR, ignore_errors=True)
+# Noise from Gradio's internals: it replaces its own asyncio loops while building and
+# launching (utils.safe_get_lock), and its run statistics use deprecated pandas calls.
+warnings.filterwarnings("ignore", "unclosed event loop", ResourceWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="gradio")
+
+import cv2  # noqa: E402
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
+import torch  # noqa: E402
+from plotly.subplots import make_subplots  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+
+from bsviz.blend import blend  # noqa: E402
+from bsviz.colours import heat_colours, vertex_colours  # noqa: E402
+from bsviz.data import DataError, read_rgb  # noqa: E402
+from bsviz.export import save_mesh, save_rig_glb  # noqa: E402
+from bsviz.faces import NoFaceError  # noqa: E402
+from bsviz.files import write_bytes_atomic  # noqa: E402
+from bsviz.plot import displacement  # noqa: E402
+from bsviz.predict import Prediction, Predictor  # noqa: E402
+from bsviz.render import Renderer  # noqa: E402
+from bsviz.rig import REGIONS, load_rig, shape_region  # noqa: E402
+
+MODEL_ENV = "BSVIZ_MODEL"
+EXAMPLES = sorted((Path(__file__).resolve().parent / "examples").glob("*.png"))
+MAX_PIXELS = 40_000_000  # larger images are refused from their header, before decoding
+MIN_SIDE = 16            # px; smaller images cannot show a face
+MAX_FILE_SIZE = "25mb"   # uploads larger than this are refused by Gradio
+MAX_FRAMES = 300         # longer videos are evenly subsampled to this many frames
+VIDEO_SIDE = 640         # px; video frames are scaled down to this longer side
+SMOOTHING = 0.5          # video: weight of the newest frame in the moving average
+SHOW_SIZE = 512          # px; longer side of the image shown back with its face box
+STILL_SIZE = 320         # px; the rendered still
+TOP = 8                  # weights named in the bar chart
+CONCURRENCY = 2          # requests worked on at once (queued beyond); videos: one at a time
+TORCH_THREADS = 1        # per request: with CONCURRENCY requests at once, more threads contend
+QUEUE = {"concurrency_id": "photo"}
+MODES = {"L": "grayscale", "LA": "grayscale + alpha", "I;16": "16-bit grayscale",
+         "I": "16/32-bit grayscale", "P": "palette", "RGBA": "RGBA", "RGB": "RGB"}
+
+
+class InputError(ValueError):
+    """An upload the app cannot use; its message is shown to the user as it is."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def check_size(what: str, width: int, height: int) -> None:
+    """Raise InputError unless a width x height image is within MIN_SIDE and MAX_PIXELS."""
+    if width * height > MAX_PIXELS:
+        raise InputError(f"{what} is too large: {width}x{height} px ({width * height / 1e6:.0f} "
+                         f"Mpx); the limit is {MAX_PIXELS / 1e6:.0f} Mpx")
+    if min(width, height) < MIN_SIDE:
+        raise InputError(f"{what} is too small: {width}x{height} px; a face needs at least "
+                         f"{MIN_SIDE} px a side")
+
+
+def load_image(image: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
+    """An upload (a file path, checked from its header before decoding) or a webcam frame
+    (an array) as (H, W, 3) uint8 RGB, and a description such as 'a.png (640x480 RGBA)'.
+
+    Raises InputError for a non-image, damaged, too large or too small file.
+    """
+    if isinstance(image, np.ndarray):
+        height, width = image.shape[:2]
+        check_size("the webcam frame", width, height)
+        return read_rgb(image), f"the webcam frame ({width}x{height})"
+    name = Path(image).name
+    try:
+        with Image.open(image) as im:  # reads the header only
+            (width, height), mode = im.size, im.mode
+    except Image.DecompressionBombError:
+        raise InputError(f"{name} is too large to open safely (a decompression bomb?); the "
+                         f"limit is {MAX_PIXELS / 1e6:.0f} Mpx") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        raise InputError(f"{name} is not an image file this app can read "
+                         "(use PNG, JPEG or WebP)") from None
+    check_size(name, width, height)
+    try:
+        rgb = read_rgb(image)
+    except DataError:
+        raise InputError(f"cannot decode {name}: the file is damaged or truncated") from None
+    return rgb, f"{name} ({width}x{height} {MODES.get(mode, mode)})"
+
+
+def draw_box(rgb: np.ndarray, box: np.ndarray, size: int = SHOW_SIZE) -> np.ndarray:
+    """``rgb`` scaled to ``size`` px on its longer side, the face ``box`` (x0, y0, x1, y1) drawn."""
+    scale = size / max(rgb.shape[:2])
+    shown = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    x0, y0, x1, y1 = np.round(np.asarray(box) * scale).astype(int).tolist()
+    thickness = max(1, round(max(shown.shape[:2]) / 200))
+    return cv2.rectangle(shown, (x0, y0), (x1, y1), (0, 220, 0), thickness)
+
+
+class VideoFrames:
+    """The frames of a video file (OpenCV), evenly subsampled to at most ``max_frames``.
+
+    Iterating gives (H, W, 3) uint8 RGB frames, the longer side at most ``max_side``;
+    ``fps`` is the rate of the frames kept, ``stride`` how many file frames each stands for.
+    """
+
+    def __init__(self, path: str | Path, max_frames: int = MAX_FRAMES,
+                 max_side: int = VIDEO_SIDE):
+        self.path, self.max_frames, self.max_side = Path(path), max_frames, max_side
+        capture = cv2.VideoCapture(str(path))
+        ok, first = capture.read()
+        count, fps = capture.get(cv2.CAP_PROP_FRAME_COUNT), capture.get(cv2.CAP_PROP_FPS)
+        capture.release()
+        if not ok:
+            raise InputError(f"{self.path.name} is not a video file this app can read "
+                             "(use MP4 or WebM)")
+        check_size(self.path.name, first.shape[1], first.shape[0])
+        self.total = int(count) if count > 0 else None  # some containers do not say
+        self.stride = math.ceil(self.total / max_frames) if self.total else 1
+        self.fps = (fps if fps > 0 else 30.0) / self.stride
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        capture = cv2.VideoCapture(str(self.path))
+        try:
+            kept, index = 0, 0
+            while kept < self.max_frames and capture.grab():
+                if index % self.stride == 0:
+                    ok, bgr = capture.retrieve()
+                    if not ok:
+                        break
+                    scale = min(1.0, self.max_side / max(bgr.shape[:2]))
+                    bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+                    kept += 1
+                    yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                index += 1
+        finally:
+            capture.release()
+
+
+def smooth(values: np.ndarray, alpha: float = SMOOTHING) -> np.ndarray:
+    """(T, K) exponential moving average over frames: s_t = alpha x_t + (1 - alpha) s_{t-1}.
+
+    Rows with NaN (frames without a face) keep the previous value; leading ones take the
+    first face's. Raises ValueError if no row is finite.
+    """
+    values = np.asarray(values, np.float32)
+    found = np.isfinite(values).all(axis=1)
+    if not found.any():
+        raise ValueError("no frame has values to smooth")
+    out = np.empty_like(values)
+    state = values[np.argmax(found)]
+    for t in range(len(values)):  # frames, not vertices: a few hundred at most
+        if found[t]:
+            state = alpha * values[t] + (1 - alpha) * state
+        out[t] = state
+    return out
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def by_region(names: Sequence[str]) -> list[int]:
+    """Indices of ``names`` ordered by face region (``REGIONS``), then as given."""
+    return sorted(range(len(names)), key=lambda i: REGIONS.index(shape_region(names[i])))
+
+
+def weights_figure(weights: np.ndarray, names: Sequence[str], top: int = TOP) -> go.Figure:
+    """Bars of (K,) weights, grouped and coloured by face region, the ``top`` largest named."""
+    named = set(np.argsort(-weights)[:top].tolist())
+    bars = []
+    for region in REGIONS:
+        index = [i for i, n in enumerate(names) if shape_region(n) == region]
+        if index:
+            bars.append(go.Bar(x=[names[i] for i in index], y=weights[index], name=region,
+                               text=[names[i] if i in named else "" for i in index],
+                               textposition="outside", textangle=-90, cliponaxis=False,
+                               hovertemplate="%{x}: %{y:.2f}<extra></extra>"))
+    return go.Figure(bars, layout={
+        "height": 330, "margin": {"l": 40, "r": 10, "t": 70, "b": 10}, "bargap": 0.15,
+        "title": {"text": f"blendshape weights by region (top {top} named)", "font": {"size": 13}},
+        "yaxis": {"range": [0, 1.05], "title": "weight"}, "xaxis": {"showticklabels": False},
+        "legend": {"orientation": "h", "y": 1.25, "font": {"size": 10}},
+        "uniformtext": {"minsize": 8, "mode": "show"}})  # names at full size, not squeezed
+
+
+def compare_figure(ours: np.ndarray, mediapipe: np.ndarray, names: Sequence[str]) -> go.Figure:
+    """Grouped bars: our regressed weights beside MediaPipe's scores, shapes ordered by region."""
+    order = by_region(names)
+    x = [names[i] for i in order]
+    return go.Figure([go.Bar(x=x, y=ours[order], name="BlendshapeFERNet (ours)"),
+                      go.Bar(x=x, y=mediapipe[order], name="MediaPipe")], layout={
+        "barmode": "group", "height": 330, "margin": {"l": 40, "r": 10, "t": 40, "b": 10},
+        "title": {"text": "ours vs MediaPipe, same face", "font": {"size": 13}},
+        "yaxis": {"range": [0, 1.05]}, "xaxis": {"tickangle": -90, "tickfont": {"size": 8}},
+        "legend": {"orientation": "h", "y": 1.12, "font": {"size": 10}}})
+
+
+def timeline_figure(times: np.ndarray, probabilities: np.ndarray, classes: Sequence[str],
+                    weights: np.ndarray, names: Sequence[str], found: np.ndarray,
+                    top: int = 6) -> go.Figure:
+    """Expression probabilities (top) and the ``top`` weights with the largest mean (bottom)
+    over time; frames without a face are marked on the time axis."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("expression", f"top {top} weights"))
+    for c, name in enumerate(classes):
+        fig.add_scatter(x=times, y=probabilities[:, c], name=name, mode="lines", row=1, col=1)
+    for i in np.argsort(-weights.mean(axis=0))[:top]:
+        fig.add_scatter(x=times, y=weights[:, i], name=names[i], mode="lines", row=2, col=1)
+    if not found.all():
+        fig.add_scatter(x=times[~found], y=np.zeros((~found).sum()), name="no face",
+                        mode="markers", marker={"symbol": "x", "color": "black"}, row=2, col=1)
+    fig.update_layout(height=420, margin={"l": 40, "r": 10, "t": 30, "b": 30},
+                      legend={"font": {"size": 9}})
+    fig.update_yaxes(range=[0, 1])
+    fig.update_xaxes(title_text="seconds", row=2, col=1)
+    return fig
+
+
+# --------------------------------------------------------------------------- engine
+
+
+@dataclass
+class Analysis:
+    """One photo analysed: its pixels, a description, the prediction, notes (warnings)."""
+
+    rgb: np.ndarray
+    what: str
+    prediction: Prediction
+    notes: list[str]
+
+
+@dataclass
+class VideoAnalysis:
+    """A video analysed frame by frame (T frames kept).
+
+    times : (T,) seconds; found : (T,) bool, a face in the frame
+    probabilities : (T, C), weights : (T, K), smoothed over time (frames without a face hold)
+    files : the animated GLB and the per-frame JSON
+    """
+
+    frames: VideoFrames
+    times: np.ndarray
+    found: np.ndarray
+    probabilities: np.ndarray
+    weights: np.ndarray
+    files: list[Path]
+
+
+class Engine:
+    """The network, the rig and a renderer, shared by all sessions (thread-safe)."""
+
+    def __init__(self, model_path: str | Path | None = None, out_dir: Path = WORK_DIR / "out"):
+        self.predictor = Predictor(model_path)
+        self.rig = load_rig()
+        name = model_path or "the shipped model"
+        if self.predictor.kind != "two_stream":
+            raise ValueError(f"the app needs a two-stream model; {name} is a "
+                             f"{self.predictor.kind} model")
+        if self.predictor.shape_names != self.rig.names:
+            raise ValueError(f"the shape names of {name} are not the rig's")
+        self.classes = self.predictor.classes
+        self.faces = self.rig.visible_faces()
+        self.colours = vertex_colours(self.rig)
+        self.renderer = Renderer(self.rig, size=STILL_SIZE)
+        self.out_dir = out_dir
+        # MediaPipe's landmarker is not thread-safe, nor is warnings.catch_warnings (global
+        # state): both are used only under this lock.
+        self._predict_lock = threading.Lock()
+        self._render_lock = threading.Lock()  # one GL context
+
+    def close(self) -> None:
+        self.renderer.close()
+
+    def analyse(self, image: str | Path | np.ndarray) -> Analysis:
+        """The face in an upload or webcam frame. Raises InputError for unusable input."""
+        rgb, what = load_image(image)
+        with self._predict_lock, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                prediction = self.predictor.predict(rgb)
+            except NoFaceError:
+                raise InputError(f"no face found in {what}; try a photo with a clear, "
+                                 "frontal face") from None
+        notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        return Analysis(rgb, what, prediction, notes)
+
+    def mesh(self, weights: Sequence[float], heatmap: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The face's vertices (V, 3) and colours (V, 3): the rig's, or |T - b0| as a heatmap."""
+        vertices = blend(self.rig, np.asarray(weights, np.float32))
+        colours = heat_colours(displacement(self.rig, vertices)) if heatmap else self.colours
+        return vertices, colours
+
+    def glb(self, weights: Sequence[float], heatmap: bool = False) -> Path:
+        """A new GLB file of the face with these (K,) weights."""
+        return save_mesh(self._folder() / "face.glb", *self._mesh_args(weights, heatmap))
+
+    def still(self, weights: Sequence[float], heatmap: bool = False) -> np.ndarray:
+        """(STILL_SIZE, STILL_SIZE, 3) uint8 front view of the face with these weights."""
+        vertices, colours = self.mesh(weights, heatmap)
+        with self._render_lock:
+            return self.renderer.render(vertices, "front", colours)
+
+    def export(self, weights: Sequence[float], heatmap: bool = False) -> list[Path]:
+        """The face as GLB and OBJ, and the weights as JSON {name: value} (what
+        ``bsviz blend --weights`` reads), in a new folder."""
+        folder = self._folder()
+        args = self._mesh_args(weights, heatmap)
+        values = dict(zip(self.rig.names, np.round(np.asarray(weights, float), 4).tolist()))
+        return [save_mesh(folder / "bsviz_face.glb", *args),
+                save_mesh(folder / "bsviz_face.obj", *args),
+                write_bytes_atomic(folder / "bsviz_weights.json",
+                                   json.dumps(values, indent=1).encode())]
+
+    def analyse_video(self, path: str | Path, max_frames: int = MAX_FRAMES) -> VideoAnalysis:
+        """Expression and weights per frame, smoothed; the sequence as an animated GLB."""
+        frames = VideoFrames(path, max_frames)
+        c = len(self.classes)
+        rows = []  # per frame: C probabilities, then K weights; NaN without a face
+        for rgb in frames:
+            with self._predict_lock, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # several faces: the largest is fine here
+                try:
+                    p = self.predictor.predict(rgb)
+                    rows.append(np.concatenate([p.probabilities, p.weights]))
+                except NoFaceError:
+                    rows.append(np.full(c + self.rig.n_shapes, np.nan))
+        found = np.isfinite(rows).all(axis=1)
+        if not found.any():
+            raise InputError(f"no face found in any of the {len(found)} frames of "
+                             f"{frames.path.name}")
+        times = np.arange(len(found)) / frames.fps
+        smoothed = smooth(np.array(rows))
+        probabilities, weights = smoothed[:, :c], smoothed[:, c:]
+        folder = self._folder()
+        glb = save_rig_glb(folder / "bsviz_video.glb", self.rig, weights=weights[0],
+                           animation=weights, fps=frames.fps, colours=self.colours)
+        per_frame = [{"time": round(float(t), 3), "face": bool(f),
+                      "expression": self.classes[int(np.argmax(p))],
+                      "weights": dict(zip(self.rig.names, np.round(w, 4).tolist()))}
+                     for t, f, p, w in zip(times, found, probabilities, weights)]
+        data = json.dumps({"fps": frames.fps, "frames": per_frame}, indent=1).encode()
+        files = [glb, write_bytes_atomic(folder / "bsviz_video.json", data)]
+        return VideoAnalysis(frames, times, found, probabilities, weights, files)
+
+    def _mesh_args(self, weights, heatmap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        vertices, colours = self.mesh(weights, heatmap)
+        return vertices, self.faces, colours
+
+    def _folder(self) -> Path:
+        """A new folder under ``out_dir`` (file names stay readable for downloads)."""
+        folder = self.out_dir / uuid.uuid4().hex[:12]
+        folder.mkdir(parents=True)
+        return folder
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def load(model_path: str | Path | None = None) -> Engine:
+    """Load the model the app serves: ``model_path``, else $BSVIZ_MODEL, else the shipped one.
+
+    Raises FileNotFoundError naming the file when it is missing (the old model stays).
+    """
+    global _engine
+    new = Engine(model_path or os.environ.get(MODEL_ENV) or None)
+    with _engine_lock:
+        old, _engine = _engine, new
+    if old is not None:
+        old.close()
+    return new
+
+
+def engine() -> Engine:
+    """The loaded Engine (loaded on first use if ``launch`` did not)."""
+    with _engine_lock:
+        if _engine is not None:
+            return _engine
+    return load()
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def _warn(message: str) -> None:
+    gr.Warning(escape(message, quote=False))  # the toast renders HTML; names come from users
+
+
+def on_photo(image: str | np.ndarray | None, heatmap: bool = False) -> tuple:
+    """An upload, webcam frame or example -> status, image with the face box, probabilities,
+    weights chart, comparison chart, GLB, and the K slider values."""
+    unchanged = [gr.update()] * engine().rig.n_shapes  # the sliders keep their values
+    if image is None:
+        return ("", None, None, None, None, None, *unchanged)
+    try:
+        a = engine().analyse(image)
+    except InputError as e:
+        _warn(str(e))
+        return (f"Error: {e}", None, None, None, None, None, *unchanged)
+    for note in a.notes:
+        _warn(note)
+    p = a.prediction
+    x0, y0, x1, y1 = np.round(p.face.box).astype(int).tolist()
+    status = "\n".join([f"{p.expression} ({p.probabilities.max():.2f}): face at ({x0}, {y0})-"
+                        f"({x1}, {y1}) in {a.what}", *(f"Note: {note}" for note in a.notes)])
+    return (status, draw_box(a.rgb, p.face.box), dict(zip(p.classes, p.probabilities.tolist())),
+            weights_figure(p.weights, p.shape_names),
+            compare_figure(p.weights, p.mediapipe_weights, p.shape_names),
+            engine().glb(p.weights, heatmap), *p.weights.tolist())
+
+
+def on_example(heatmap: bool, selected: gr.SelectData) -> tuple:
+    """A gallery example clicked: ``on_photo`` on its file."""
+    return on_photo(str(EXAMPLES[selected.index]), heatmap)
+
+
+def on_edit(heatmap: bool, *weights: float) -> str:
+    """Sliders or the heatmap toggle changed: a new GLB of the face."""
+    return str(engine().glb(weights, heatmap))
+
+
+def on_still(glb: str | None, heatmap: bool, *weights: float) -> np.ndarray | None:
+    """The 3D face changed: a rendered still of it (none when the face was cleared)."""
+    return None if glb is None else engine().still(weights, heatmap)
+
+
+def on_export(heatmap: bool, *weights: float) -> list[str]:
+    """Download files: the face (GLB, OBJ) and its weights (JSON)."""
+    return [str(p) for p in engine().export(weights, heatmap)]
+
+
+def on_video(path: str | None) -> tuple:
+    """A video -> status, mean expression, timeline chart, animated GLB, download files."""
+    if path is None:
+        return ("", None, None, None, None)
+    try:
+        v = engine().analyse_video(path)
+    except InputError as e:
+        _warn(str(e))
+        return (f"Error: {e}", None, None, None, None)
+    f = v.frames
+    kept = f"{len(v.times)} frames at {f.fps:.1f} fps"
+    if f.stride > 1:
+        kept += f" (1 in {f.stride} of {f.total})"
+    lines = [f"{kept} from {f.path.name}; smoothed (moving average, {SMOOTHING} on the newest)"]
+    missing = v.times[~v.found]
+    if len(missing):
+        shown = ", ".join(f"{t:.2f}" for t in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        lines.append(f"No face in {len(missing)} of {len(v.times)} frames (at {shown} s): "
+                     "they hold the previous frame's values")
+        _warn(lines[-1])
+    mean = v.probabilities[v.found].mean(axis=0)
+    classes, names = engine().classes, engine().rig.names
+    return ("\n".join(lines), dict(zip(classes, mean.tolist())),
+            timeline_figure(v.times, v.probabilities, classes, v.weights, names, v.found),
+            str(v.files[0]), [str(p) for p in v.files])
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def build_demo() -> gr.Blocks:
+    """The app's Blocks: a Photo tab (input, prediction, 3D face, editing) and a Video tab."""
+    names = load_rig().names
+    with gr.Blocks(title="bsviz: expression and 3D blendshapes",
+                   delete_cache=(600, 3600)) as demo:
+        gr.Markdown("## bsviz: facial expression and 3D blendshapes\nA two-stream CNN "
+                    "(BlendshapeFERNet) classifies the expression of the face and regresses "
+                    "the 53 ICT FaceKit blendshape weights, shown as a 3D face.")
+        with gr.Tab("Photo"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1):
+                    with gr.Tab("Upload"):
+                        upload = gr.File(label="Photo with a face (PNG, JPEG, WebP)",
+                                         elem_id="upload", height=120)
+                    with gr.Tab("Webcam"):
+                        webcam = gr.Image(label="Webcam", sources=["webcam"], type="numpy")
+                    with gr.Tab("Examples"):
+                        gallery = gr.Gallery([(str(p), p.stem) for p in EXAMPLES],
+                                             label="Renders of the rig (click one)", columns=3,
+                                             allow_preview=False, height=260)
+                    shown = gr.Image(label="Face found", interactive=False, height=300,
+                                     format="jpeg")
+                    status = gr.Textbox(label="Status", interactive=False, lines=2,
+                                        elem_id="status")
+                with gr.Column(scale=1):
+                    label = gr.Label(label="Expression", num_top_classes=7, elem_id="expression")
+                    weights_plot = gr.Plot(label="Regressed weights")
+                    compare_plot = gr.Plot(label="Ours vs MediaPipe")
+                with gr.Column(scale=1):
+                    with gr.Row():
+                        model = gr.Model3D(label="3D face (drag to turn)", height=360,
+                                           elem_id="model3d", interactive=False, scale=3)
+                        still = gr.Image(label="Rendered", interactive=False, height=360,
+                                         format="jpeg", scale=2, elem_id="still")
+                    heatmap = gr.Checkbox(label="Colour by displacement |T - b0| (heatmap)")
+                    export = gr.Button("Export face (GLB, OBJ) and weights (JSON)")
+                    files = gr.File(label="Downloads", file_count="multiple",
+                                    interactive=False)
+            gr.Markdown("### Edit the weights (the 3D face updates when a slider is released)")
+            sliders: dict[str, gr.Slider] = {}
+            with gr.Row():
+                for region in REGIONS:
+                    members = [n for n in names if shape_region(n) == region]
+                    if members:
+                        with gr.Column(min_width=200), gr.Accordion(
+                                f"{region} ({len(members)})", open=False):
+                            for n in members:
+                                sliders[n] = gr.Slider(0, 1, 0, step=0.01, precision=2, label=n,
+                                                       elem_id=f"w-{n}")
+            weight_sliders = [sliders[n] for n in names]  # the rig's order
+
+        with gr.Tab("Video"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1):
+                    video = gr.Video(label=f"Short video (at most {MAX_FRAMES} frames are used)",
+                                     sources=["upload", "webcam"])
+                    video_status = gr.Textbox(label="Status", interactive=False, lines=3)
+                with gr.Column(scale=1):
+                    video_label = gr.Label(label="Mean expression", num_top_classes=7)
+                    timeline = gr.Plot(label="Over time")
+                with gr.Column(scale=1):
+                    video_model = gr.Model3D(label="Animated face (glTF morph targets)",
+                                             height=360, interactive=False)
+                    video_files = gr.File(label="Downloads", file_count="multiple",
+                                          interactive=False)
+
+        photo_out = [status, shown, label, weights_plot, compare_plot, model, *weight_sliders]
+        upload.upload(on_photo, [upload, heatmap], photo_out, api_name="analyse", **QUEUE)
+        webcam.input(on_photo, [webcam, heatmap], photo_out, api_visibility="undocumented",
+                     **QUEUE)
+        gallery.select(on_example, [heatmap], photo_out, api_visibility="undocumented", **QUEUE)
+        gr.on([s.release for s in weight_sliders] + [heatmap.input], on_edit,
+              [heatmap, *weight_sliders], model, api_name="edit", trigger_mode="always_last",
+              **QUEUE)
+        model.change(on_still, [model, heatmap, *weight_sliders], still, api_name="still",
+                     trigger_mode="always_last", **QUEUE)
+        export.click(on_export, [heatmap, *weight_sliders], files, api_name="export", **QUEUE)
+        video.change(on_video, video, [video_status, video_label, timeline, video_model,
+                                       video_files],
+                     api_name="video", concurrency_id="video", concurrency_limit=1)
+    return demo
+
+
+demo = build_demo()
+
+
+def launch(host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           model: str | Path | None = None, **kwargs) -> None:
+    """Load the model (a missing file fails here, named), then serve ``demo``.
+
+    ``share`` asks Gradio for a public link, which needs internet access; without it
+    Gradio says it could not create one and the app serves locally. ``kwargs`` go to
+    ``Blocks.launch`` (e.g. ``prevent_thread_lock=True``).
+    """
+    torch.set_num_threads(TORCH_THREADS)
+    served = load(model)
+    if EXAMPLES:
+        served.analyse(EXAMPLES[0])  # warm up MediaPipe and the network before serving
+    blocking = not kwargs.get("prevent_thread_lock")
+    if blocking and threading.current_thread() is threading.main_thread():
+        # `kill` then stops the server as Ctrl-C does, and WORK_DIR is removed at exit.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64).launch(
+        server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
+        allowed_paths=[str(EXAMPLES[0].parent)] if EXAMPLES else None, ssr_mode=False,
+        **kwargs)
+
+
+if __name__ == "__main__":
+    try:
+        launch()
+    except (ValueError, OSError) as e:
+        sys.exit(f"bsviz app: error: {e}")

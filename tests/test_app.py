@@ -1,0 +1,358 @@
+"""The web app: its handlers called as plain functions (bad input, outputs, editing, video),
+the ``bsviz app`` start-up check, and one end-to-end test in headless chromium (playwright)."""
+
+import io
+import json
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pygltflib
+import pytest
+import trimesh
+from PIL import Image
+
+from bsviz import app
+from bsviz.blend import blend
+from bsviz.cli import main
+from bsviz.predict import SHIPPED_MODEL
+from bsviz.rig import read_obj
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+HAPPY = Path("ck+48") / "happy" / "S010_006_00000013.png"
+K = 53
+
+
+@pytest.fixture(scope="session")
+def checkpoint(request, tmp_path_factory) -> Path:
+    """The shipped model, or until it ships a tiny two-stream one trained for one epoch on
+    conftest's 105-image CK+ (~10 s)."""
+    if SHIPPED_MODEL.exists():
+        return SHIPPED_MODEL
+    from bsviz.train import TrainConfig, pack_checkpoint, train
+
+    data, out = request.getfixturevalue("tiny_ck"), tmp_path_factory.mktemp("tiny_model")
+    train(TrainConfig(kind="two_stream", dataset="ck+", data_dir=str(data),
+                      labels=str(data / "ck.npz"), out_dir=str(out / "run"),
+                      widths=(4, 4, 8, 8, 8, 8, 16), feature_dim=16, epochs=1, augment=False,
+                      device="cpu", progress=False))
+    return pack_checkpoint(out / "run" / "best.pt", out / "model.pt")
+
+
+@pytest.fixture(scope="session")
+def engine(checkpoint) -> app.Engine:
+    return app.load(checkpoint)
+
+
+def png_zeros(path: Path, width: int, height: int) -> Path:
+    """A valid black grayscale PNG written row by row: 20000 x 20000 px is a 1.7 MB file
+    that decodes to 400 MB (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    z = zlib.compressobj(1)
+    row = bytes(width + 1)  # filter byte 0, then the pixels
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(shared, tmp_path_factory) -> Path:
+    """Good and bad uploads, one file each."""
+    d = tmp_path_factory.mktemp("inputs")
+    happy = shared / "data" / HAPPY
+    raw = happy.read_bytes()
+    (d / "notes.txt").write_text("not a photo\n")
+    (d / "truncated.png").write_bytes(raw[: len(raw) // 2])
+    (d / "corrupt.png").write_bytes(raw[:100] + bytes(b ^ 0x55 for b in raw[100:400]) + raw[400:])
+    png_zeros(d / "bomb.png", 20000, 20000)
+    png_zeros(d / "large.png", 8000, 6000)
+    Image.new("RGB", (1, 1)).save(d / "one_pixel.png")
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(d / "blank.png")
+    shutil.copy(happy, d / "gray.png")
+    Image.fromarray(np.asarray(Image.open(happy), np.uint16) * 257).save(d / "gray16.png")
+    render = {p.stem: Image.open(p).convert("RGB") for p in app.EXAMPLES}
+    rgba = render["happy"].convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(d / "rgba.png")
+    pair = Image.new("RGB", (512, 256))
+    pair.paste(render["neutral"].resize((180, 180)), (40, 38))
+    pair.paste(render["happy"], (256, 0))
+    pair.save(d / "two_faces.png")
+    return d
+
+
+@pytest.mark.parametrize("name, message", [
+    ("notes.txt", "notes.txt is not an image file"),
+    ("truncated.png", "cannot decode truncated.png: the file is damaged or truncated"),
+    ("corrupt.png", "cannot decode corrupt.png: the file is damaged or truncated"),
+    ("bomb.png", "bomb.png is too large to open safely"),
+    ("large.png", "large.png is too large: 8000x6000 px (48 Mpx); the limit is 40 Mpx"),
+    ("one_pixel.png", "one_pixel.png is too small: 1x1 px"),
+    ("blank.png", "no face found in blank.png (200x200 RGB)"),
+])
+def test_bad_input_gives_its_message_and_writes_nothing(engine, inputs, name, message,
+                                                        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(inputs.iterdir())
+    with pytest.warns(UserWarning, match=re.escape(message)):  # gr.Warning outside a request
+        out = app.on_photo(str(inputs / name))
+    assert out[0].startswith(f"Error: {message}")
+    assert out[1:6] == (None,) * 5  # no stale face box, label, charts or model
+    assert len(out) == 6 + K
+    assert list(tmp_path.iterdir()) == [] and sorted(inputs.iterdir()) == before
+
+
+@pytest.mark.parametrize("name, described", [
+    ("gray.png", "(48x48 grayscale)"), ("gray16.png", "(48x48 16-bit grayscale)"),
+    ("rgba.png", "(256x256 RGBA)")])
+def test_gray_16_bit_and_rgba_photos_work(engine, inputs, name, described):
+    out = app.on_photo(str(inputs / name))
+    assert described in out[0] and not out[0].startswith("Error")
+    assert sum(out[2].values()) == pytest.approx(1, abs=1e-4)
+
+
+def test_webcam_frames_are_checked_and_analysed(engine):
+    frame = np.asarray(Image.open(app.EXAMPLES[0]).convert("RGB"))
+    assert "in the webcam frame (256x256)" in app.on_photo(frame)[0]
+    with pytest.warns(UserWarning, match="the webcam frame is too small: 8x8 px"):
+        app.on_photo(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_several_faces_use_the_largest_and_say_so(engine, inputs):
+    analysis = engine.analyse(inputs / "two_faces.png")
+    assert analysis.notes == ["2 faces found; using the largest"]
+    assert analysis.prediction.face.box[0] > 256  # the larger face is the right-hand one
+    with pytest.warns(UserWarning, match="2 faces found; using the largest"):
+        out = app.on_photo(str(inputs / "two_faces.png"))
+    assert "Note: 2 faces found; using the largest" in out[0]
+
+
+def test_example_face_gives_probabilities_weights_and_a_glb(engine, rig):
+    status, shown, label, weights_plot, compare_plot, glb, *weights = app.on_photo(
+        str(app.EXAMPLES[0]))
+    assert not status.startswith("Error") and max(label, key=label.get) in status
+    assert set(label) == set(engine.classes)
+    assert sum(label.values()) == pytest.approx(1, abs=1e-4)
+    assert len(weights) == K and all(0 <= w <= 1 for w in weights)
+    assert shown.shape == (app.SHOW_SIZE, app.SHOW_SIZE, 3)
+    assert len(weights_plot.data) == 6 and len(compare_plot.data) == 2  # 6 regions; ours, MediaPipe
+    assert Path(glb).is_relative_to(app.WORK_DIR)
+    mesh = trimesh.load(glb, force="mesh", process=False)
+    np.testing.assert_allclose(mesh.vertices, blend(rig, weights) / 100, atol=1e-6)  # metres
+
+
+def test_sliders_reshape_the_face(engine, rig):
+    neutral, open_jaw = [0.0] * K, [0.0] * K
+    open_jaw[rig.names.index("jawOpen")] = 1.0
+    a, b = (trimesh.load(app.on_edit(False, *w), force="mesh", process=False).vertices
+            for w in (neutral, open_jaw))
+    moved = np.linalg.norm(b - a, axis=1) > 1e-4  # metres
+    assert moved.sum() > 100
+    assert np.median(b[moved, 1]) < np.median(rig.neutral[:, 1]) / 100  # the lower face moved
+    np.testing.assert_allclose(a, rig.neutral / 100, atol=1e-6)
+    still_a, still_b = (app.on_still("face.glb", False, *w) for w in (neutral, open_jaw))
+    assert still_a.shape == (app.STILL_SIZE, app.STILL_SIZE, 3) and (still_a != still_b).any()
+    assert app.on_still(None, False, *neutral) is None
+    heat = Path(app.on_edit(True, *open_jaw)).read_bytes()
+    assert heat != Path(app.on_edit(False, *open_jaw)).read_bytes()
+
+
+def test_export_writes_glb_obj_and_weights_json(engine, rig):
+    weights = np.linspace(0, 1, K).round(2).tolist()
+    glb, obj, weights_json = map(Path, app.on_export(False, *weights))
+    assert (glb.name, obj.name, weights_json.name) == (
+        "bsviz_face.glb", "bsviz_face.obj", "bsviz_weights.json")
+    assert trimesh.load(glb, force="mesh", process=False).vertices.shape == (rig.n_vertices, 3)
+    np.testing.assert_allclose(read_obj(obj).vertices, blend(rig, weights), atol=1e-4)
+    assert json.loads(weights_json.read_text()) == dict(zip(rig.names, weights))
+
+
+def test_smooth_is_a_moving_average_that_holds_through_gaps():
+    x = np.array([[np.nan], [0.0], [np.nan], [1.0], [1.0]], np.float32)
+    np.testing.assert_allclose(app.smooth(x, 0.5)[:, 0], [0, 0, 0, 0.5, 0.75])
+    with pytest.raises(ValueError):
+        app.smooth(np.full((3, 2), np.nan))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A 2 s, 20 fps WebM: the rig from neutral to a smile and back; frames 18-20 are blank."""
+    neutral, happy = (np.asarray(Image.open(app.EXAMPLES[0].with_name(n)).convert("RGB"),
+                                 np.float32) for n in ("neutral.png", "happy.png"))
+    path = tmp_path_factory.mktemp("video") / "clip.webm"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), 20, (256, 256))
+    for t in range(40):
+        k = np.sin(np.pi * t / 39)
+        frame = np.full_like(neutral, 200) if 18 <= t < 21 else neutral * (1 - k) + happy * k
+        writer.write(cv2.cvtColor(frame.astype(np.uint8), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_video_gives_smoothed_weights_and_an_animated_glb(engine, clip, rig):
+    with pytest.warns(UserWarning, match="No face in 3 of 40 frames"):
+        status, label, timeline, glb, files = app.on_video(str(clip))
+    assert status.startswith("40 frames at 20.0 fps from clip.webm")
+    assert "No face in 3 of 40 frames (at 0.90, 0.95, 1.00 s)" in status
+    assert sum(label.values()) == pytest.approx(1, abs=1e-4) and len(timeline.data) > 7
+    gltf = pygltflib.GLTF2().load(glb)
+    sampler = gltf.animations[0].samplers[0]
+    assert gltf.accessors[sampler.input].count == 40
+    assert gltf.accessors[sampler.input].max[0] == pytest.approx(39 / 20)
+    assert len(gltf.meshes[0].primitives[0].targets) == rig.n_shapes
+    frames = json.loads(Path(files[1]).read_text())["frames"]
+    assert [f["face"] for f in frames].count(False) == 3 and len(frames[0]["weights"]) == K
+    assert frames[18]["weights"] == frames[17]["weights"]  # no face: the last values hold
+
+
+def test_long_videos_are_subsampled(clip):
+    frames = app.VideoFrames(clip, max_frames=10)
+    assert (frames.total, frames.stride, frames.fps) == (40, 4, 5.0)
+    kept = list(frames)
+    assert len(kept) == 10 and kept[0].shape == (256, 256, 3)
+
+
+def test_bad_video_gives_its_message(engine, inputs, tmp_path):
+    with pytest.warns(UserWarning, match="not a video file"):
+        out = app.on_video(str(inputs / "notes.txt"))
+    assert out[0] == "Error: notes.txt is not a video file this app can read (use MP4 or WebM)"
+    with pytest.warns(UserWarning, match="no face found in any of the 40 frames"):
+        app.on_video(str(blank_video(tmp_path / "blank.webm")))
+
+
+def blank_video(path: Path) -> Path:
+    """40 grey frames, no face."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), 20, (64, 64))
+    for _ in range(40):
+        writer.write(np.full((64, 64, 3), 90, np.uint8))
+    writer.release()
+    return path
+
+
+def test_app_without_a_model_fails_at_start_naming_the_file(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "nowhere.pt"
+    assert main(["app", "--model", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"bsviz: error: no such checkpoint: {missing}"
+    monkeypatch.setenv(app.MODEL_ENV, str(missing))
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        app.load()
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    """``bsviz app`` serving on a free localhost port, in its own process."""
+    port, cwd = free_port(), tmp_path_factory.mktemp("server")
+    log = cwd / "app.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "bsviz.cli", "app", "--port", str(port),
+                                    "--model", str(checkpoint)],
+                                   cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                assert process.poll() is None, log.read_text()
+                time.sleep(0.5)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_uploads_over_the_size_limit_are_refused(server):
+    url, process = server
+    big = ("big.png", bytes(30 * 2**20), "image/png")  # MAX_FILE_SIZE is 25 MB
+    response = httpx.post(f"{url}gradio_api/upload", files={"files": big}, timeout=60)
+    assert response.status_code == 413 and process.poll() is None
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="no chromium (apt-get install chromium)")
+def test_browser_upload_edit_and_bad_file(server, shared, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    url, process = server
+    glb_responses = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            page.set_default_timeout(60_000)  # the machine may be busy
+            page.on("response", lambda r: glb_responses.append(r.status)
+                    if r.url.endswith(".glb") else None)
+            page.goto(url)
+            upload = page.locator("#upload input[type=file]")
+            upload.set_input_files(shared / "data" / HAPPY)
+            page.wait_for_function("document.querySelector('#status textarea').value !== ''")
+            shown = page.locator("#expression [data-testid=label-output-value]").inner_text()
+            if SHIPPED_MODEL.exists():
+                assert shown == "happy"
+            else:
+                assert shown in {"anger", "contempt", "disgust", "fear", "happy", "sadness",
+                                 "surprise"}
+            link = page.locator("#model3d [data-testid=model3d-download-link]")
+            link.wait_for()
+            first = link.get_attribute("href")
+            assert first.endswith("face.glb")
+            canvas = page.locator("#model3d canvas[data-engine^=Babylon]")
+            canvas.wait_for()
+            page.wait_for_function("() => document.querySelector('#still img')")
+
+            page.get_by_text("jaw (4)").click()
+            slider = page.locator("#w-jawOpen input[type=range]")
+            slider.scroll_into_view_if_needed()
+            box = slider.bounding_box()
+            page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] - 1, box["y"] + box["height"] / 2, steps=5)
+            page.mouse.up()
+            page.wait_for_function(
+                f"document.querySelector('[data-testid=model3d-download-link]').href != '{first}'")
+            assert slider.input_value() == "1"
+            time.sleep(1)  # let the viewer draw the new model
+            pixels = np.asarray(Image.open(io.BytesIO(canvas.screenshot())))
+            assert pixels[..., :3].std() > 10  # a face, not an empty canvas
+            assert glb_responses and set(glb_responses) == {200}
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "app.png", full_page=True)
+
+            text = tmp_path / "notes.txt"
+            text.write_text("not a photo\n")
+            page.locator("#upload button[aria-label='Clear']").click()
+            upload.set_input_files(text)
+            page.wait_for_function("document.querySelector('#status textarea').value"
+                                   ".startsWith('Error: notes.txt is not an image file')")
+            page.get_by_text("notes.txt is not an image file").first.wait_for()  # the toast
+            page.screenshot(path=ARTIFACTS / "app_bad_file.png")
+        finally:
+            browser.close()
+    assert process.poll() is None  # still serving
