@@ -294,7 +294,8 @@ def cmd_eval(args) -> None:
                                          cfg.init_blendshape, args.folds)
     else:
         summary = evaluate.blendshape_reference(
-            cfg.data_dir, args.ck_labels, args.fer_labels, args.regressor)
+            cfg.data_dir, args.ck_labels, args.fer_labels, args.regressor,
+            cache_dir=cfg.cache_dir)
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
         from bsviz.files import atomic_path
 

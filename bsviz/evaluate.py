@@ -110,7 +110,8 @@ def logistic_regression(train_x: np.ndarray, train_y: np.ndarray, test_x: np.nda
 
 
 def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels: str | Path,
-                         regressor: str | Path | None = None, n_folds: int = 10) -> dict:
+                         regressor: str | Path | None = None, n_folds: int = 10,
+                         cache_dir: str | Path = "runs/cache") -> dict:
     """A linear classifier on blendshape features alone: MediaPipe's 52 scores, and (given a
     blendshape-stream or two-stream checkpoint) our 53 regressed weights.
 
@@ -129,7 +130,7 @@ def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels
         rows = labels.rows(ds.paths, data_dir / ("ck+48" if name == "ck+" else "fer2013"))
         features = {"mediapipe": (labels.scores[rows], labels.detected[rows])}
         if regressor is not None:
-            regressed = _regress(regressor, ds.paths, data_dir / "cache")
+            regressed = _regress(regressor, ds.paths, Path(cache_dir))
             features["regressed"] = (regressed, np.ones(len(ds), bool))
         for feature, (x, ok) in features.items():
             if name == "ck+":

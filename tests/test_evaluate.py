@@ -47,3 +47,27 @@ def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck):
     table = results_table([fer, ck])
     assert "two-stream − image" in table and "FaceNet2ExpNet" in table
     assert "two_stream" in format_summary(ck)
+
+
+def test_blendshape_reference_writes_nothing_into_the_data(tmp_path, tiny_ck, tiny_fer):
+    from dataclasses import asdict
+
+    from bsviz.evaluate import blendshape_reference
+    from bsviz.models import Stream, blendshape_stream_config
+    from bsviz.train import save_checkpoint
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ck+48").symlink_to(tiny_ck / "ck+48")
+    (data / "fer2013").symlink_to(tiny_fer / "fer2013")
+    cfg = blendshape_stream_config(53, widths=(4, 4, 8, 8, 8, 8, 16), feature_dim=16)
+    save_checkpoint(tmp_path / "bs.pt", {"kind": "blendshape", "model_config": asdict(cfg),
+                                         "model": Stream(cfg).state_dict()})
+    before = sorted(p.name for p in data.iterdir())
+    result = blendshape_reference(data, tiny_ck / "ck.npz", tiny_fer / "fer.npz",
+                                  regressor=tmp_path / "bs.pt", n_folds=2,
+                                  cache_dir=tmp_path / "cache")
+    assert sorted(p.name for p in data.iterdir()) == before
+    assert set(result) == {"ck+ mediapipe", "ck+ regressed", "fer2013 mediapipe",
+                           "fer2013 regressed"}
+    assert 0 <= result["fer2013 regressed"]["accuracy"] <= 1
