@@ -68,28 +68,24 @@ def _rig(args):
     return load_rig(args.rig, neutral=getattr(args, "neutral", None))
 
 
-def _colours(rig, vertices, heatmap: bool):
-    from bsviz.colours import heat_colours, vertex_colours
-    from bsviz.plot import displacement
-
-    return heat_colours(displacement(rig, vertices)) if heatmap else vertex_colours(rig)
-
-
 def cmd_blend(args) -> None:
+    from bsviz.colours import face_colours
     from bsviz.export import save_mesh
 
     rig, vertices = _face(args)
-    path = save_mesh(args.out, vertices, rig.visible_faces(), _colours(rig, vertices, args.heatmap))
+    colours = face_colours(rig, vertices, args.heatmap)
+    path = save_mesh(args.out, vertices, rig.visible_faces(), colours)
     print(f"wrote {path} ({rig.n_vertices} vertices)")
 
 
 def cmd_render(args) -> None:
+    from bsviz.colours import face_colours
     from bsviz.render import VIEWS, Renderer, save_png
 
     rig, vertices = _face(args)
     views = list(VIEWS) if args.view == "all" else [args.view]
     out = Path(args.out)
-    colours = _colours(rig, vertices, args.heatmap) if args.heatmap else None
+    colours = face_colours(rig, vertices, args.heatmap) if args.heatmap else None
     with Renderer(rig, size=args.size) as renderer:
         for view in views:
             path = out if len(views) == 1 else out.with_name(f"{out.stem}_{view}{out.suffix}")

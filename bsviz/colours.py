@@ -49,3 +49,10 @@ def heat_colours(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
     stops = np.linspace(0, 1, len(sequential.Viridis))
     rgb = np.array([hex_to_rgb(c) for c in sequential.Viridis], np.float64) / 255
     return np.stack([np.interp(t, stops, rgb[:, c]) for c in range(3)], axis=1).astype(np.float32)
+
+
+def face_colours(rig: Rig, vertices: np.ndarray, heatmap: bool = False) -> np.ndarray:
+    """(V, 3) colours of a face: the rig's flat look, or its displacement |T - b0| as a heatmap."""
+    from bsviz.plot import displacement
+
+    return heat_colours(displacement(rig, vertices)) if heatmap else vertex_colours(rig)

@@ -19,7 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from bsviz.blend import WeightError, blend, weight_vector
-from bsviz.colours import heat_colours, vertex_colours
+from bsviz.colours import face_colours
 from bsviz.export import save_mesh
 from bsviz.files import write_bytes_atomic
 from bsviz.plot import displacement, mesh_figure, set_vertices
@@ -158,8 +158,7 @@ class BlendshapeExplorer:
     def export_mesh(self, suffix: str) -> Path:
         """Write the face as ``out_dir/<file>.obj`` (cm) or ``.glb`` (m), coloured as shown."""
         v = self.current_vertices()
-        heatmap = self.heatmap.value
-        colours = heat_colours(displacement(self.rig, v)) if heatmap else vertex_colours(self.rig)
+        colours = face_colours(self.rig, v, self.heatmap.value)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         return save_mesh(self.out_dir / f"{self.file_name.value}{suffix}", v, self.faces, colours)
 
