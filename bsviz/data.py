@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,23 @@ def fer_split(path: str | Path) -> str:
     return FER_SPLITS[prefix]
 
 
+def copy_sample(src: str | Path, dst: str | Path, per_class: int) -> Path:
+    """A small copy of an image dataset for quick runs: ``per_class`` images of every image
+    folder under ``src``, evenly spread over the sorted file names (so a CK+ sample keeps many
+    subjects and FER2013's test folder both of its splits), same layout under ``dst``."""
+    src, dst = Path(src), Path(dst)
+    folders = sorted({p.parent for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES})
+    if not folders:
+        raise DataError(f"no images under {src}")
+    for folder in folders:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        target = dst / folder.relative_to(src)
+        target.mkdir(parents=True, exist_ok=True)
+        for i in np.unique(np.linspace(0, len(files) - 1, per_class).round().astype(int)):
+            shutil.copy2(files[i], target)
+    return dst
+
+
 # --------------------------------------------------------------------------- images
 
 
@@ -260,6 +278,22 @@ def subject_folds(subjects: np.ndarray, labels: np.ndarray, k: int = 10, seed: i
         role = role[per_image]
         folds.append(Fold(*(np.flatnonzero(role == r) for r in range(3))))
     return folds
+
+
+def stratified_subset(indices: np.ndarray, labels: np.ndarray, n: int, seed: int = 0
+                      ) -> np.ndarray:
+    """``n`` of ``indices`` (sorted), every class in its share of them to within one image:
+    a fixed random pick within each class, so a subset of a class-sorted list is not one class.
+
+    labels : (N,) int class per image, indexed by ``indices``
+    """
+    picked = np.random.default_rng(seed).permutation(np.asarray(indices))
+    classes = np.asarray(labels)[picked]
+    rank = np.empty(len(picked))  # position of each pick within its class, as a fraction
+    for c in np.unique(classes):
+        members = np.flatnonzero(classes == c)
+        rank[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return np.sort(picked[np.argsort(rank, kind="stable")[:n]])
 
 
 def _balanced_groups(counts: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
+from bsviz.explain import linear_probe
 from bsviz.files import atomic_path
 from bsviz.train import TrainConfig, train
 
@@ -75,7 +77,7 @@ def _summarise(dataset: str, runs: dict[str, list[dict]], key: str, values: list
             total = np.sum(confusions, axis=0)
             model["confusion"] = total.tolist()
             model["pooled_accuracy"] = float(np.trace(total) / total.sum())
-            plot_confusion(out / f"confusion_{kind}.png", total, results[0]["classes"])
+            save_figure(out / f"confusion_{kind}.png", confusion_figure(total, results[0]["classes"]))
         summary["models"][kind] = model
         summary["classes"] = results[0]["classes"]
     if "image" in runs and "two_stream" in runs:
@@ -87,33 +89,12 @@ def _summarise(dataset: str, runs: dict[str, list[dict]], key: str, values: list
     return summary
 
 
-def logistic_regression(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                        n_classes: int, l2: float = 1e-3) -> np.ndarray:
-    """Predicted classes (M,) of a multinomial logistic regression fitted (L-BFGS, L2
-    penalty ``l2``) on standardised features train_x (N, D) -> labels train_y (N,)."""
-    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
-    x = torch.as_tensor((train_x - mean) / std, dtype=torch.float64)
-    y = torch.as_tensor(train_y, dtype=torch.int64)
-    layer = torch.nn.Linear(x.shape[1], n_classes, dtype=torch.float64)
-    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(layer(x), y) + l2 * layer.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        test = torch.as_tensor((test_x - mean) / std, dtype=torch.float64)
-        return layer(test).argmax(dim=1).numpy()
-
-
 def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels: str | Path,
                          regressor: str | Path | None = None, n_folds: int = 10,
                          cache_dir: str | Path = "runs/cache") -> dict:
     """A linear classifier on blendshape features alone: MediaPipe's 52 scores, and (given a
-    blendshape-stream or two-stream checkpoint) our 53 regressed weights.
+    blendshape-stream or two-stream checkpoint) our 53 regressed weights, each fitted as a
+    ``linear_probe`` (multinomial logistic regression, L2 penalty 1e-3) to the true classes.
 
     CK+: the same subject-independent folds as the networks. FER2013: train -> PrivateTest;
     images where MediaPipe found no face count as errors for the MediaPipe features.
@@ -138,15 +119,15 @@ def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels
                 accs = []
                 for fold in folds:
                     train = fold.train[ok[fold.train]]
-                    pred = logistic_regression(x[train], ds.labels[train],
-                                               np.nan_to_num(x[fold.test]), len(ds.classes))
+                    probe = linear_probe(x[train], ds.labels[train], len(ds.classes), l2=1e-3)
+                    pred = probe.predict(np.nan_to_num(x[fold.test]))
                     accs.append(float(((pred == ds.labels[fold.test]) & ok[fold.test]).mean()))
                 out[f"{name} {feature}"] = _mean_std(accs, "accuracy")
             else:
                 train = np.flatnonzero((fer.splits == "train") & ok)
                 test = np.flatnonzero(fer.splits == "private_test")
-                pred = logistic_regression(x[train], ds.labels[train], np.nan_to_num(x[test]),
-                                           len(ds.classes))
+                probe = linear_probe(x[train], ds.labels[train], len(ds.classes), l2=1e-3)
+                pred = probe.predict(np.nan_to_num(x[test]))
                 out[f"{name} {feature}"] = {
                     "accuracy": float(((pred == ds.labels[test]) & ok[test]).mean()),
                     "accuracy_where_detected": float((pred == ds.labels[test])[ok[test]].mean())}
@@ -249,43 +230,31 @@ def _mean_std(values: list, name: str) -> dict:
             f"{name}_n": len(values)}
 
 
-def plot_run(out_dir: str | Path, history: list[dict], confusion: list[list[int]] | None,
-             classes: list[str]) -> None:
-    """``curves.png`` (losses and validation score per epoch) and ``confusion.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
+def curves_figure(history: list[dict], title: str = "") -> Figure:
+    """Losses (train, validation) and the validation score per epoch of a run's history."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_loss, ax_score = fig.subplots(1, 2)
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{title} loss".strip())
     ax_loss.legend()
     for key, label in (("val_accuracy", "validation accuracy"), ("val_mae", "validation MAE")):
         if history and history[0][key] is not None:
-            ax_score.plot(epochs, [h[key] for h in history], label=label)
-    ax_score.set(xlabel="epoch", title="validation")
+            ax_score.plot(epochs, [h[key] for h in history], "o-", label=label)
+    ax_score.set(xlabel="epoch", title=f"{title} validation".strip())
     ax_score.legend()
-    fig.tight_layout()
-    with atomic_path(out_dir / "curves.png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    if confusion is not None:
-        plot_confusion(out_dir / "confusion.png", np.array(confusion), classes)
+    for ax in (ax_loss, ax_score):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
 
 
-def plot_confusion(path: str | Path, confusion: np.ndarray, classes: list[str]) -> None:
-    """A row-normalised confusion matrix (rows: true class) with counts, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def confusion_figure(confusion: np.ndarray, classes: list[str]) -> Figure:
+    """A row-normalised confusion matrix (rows: true class), each cell with its count."""
+    confusion = np.asarray(confusion)
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5), layout="constrained")
+    ax = fig.subplots()
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted",
            ylabel="true", title=f"accuracy {np.trace(confusion) / confusion.sum():.3f}")
@@ -294,7 +263,18 @@ def plot_confusion(path: str | Path, confusion: np.ndarray, classes: list[str]) 
     for i, j in np.ndindex(confusion.shape):
         ax.text(j, i, f"{rates[i, j]:.2f}\n({confusion[i, j]})", ha="center", va="center",
                 fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
-    fig.tight_layout()
+    return fig
+
+
+def plot_run(out_dir: str | Path, history: list[dict], confusion: list[list[int]] | None,
+             classes: list[str]) -> None:
+    """``curves.png`` and (given a confusion matrix) ``confusion.png`` in ``out_dir``."""
+    save_figure(Path(out_dir) / "curves.png", curves_figure(history))
+    if confusion is not None:
+        save_figure(Path(out_dir) / "confusion.png", confusion_figure(confusion, classes))
+
+
+def save_figure(path: str | Path, fig: Figure) -> None:
+    """A matplotlib figure as a PNG, written atomically (no pyplot: no backend is switched)."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+        fig.savefig(tmp, dpi=100, format="png")

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class TrainConfig:
     amp: str = "auto"                    # auto | bf16 | off
     resume: bool = False
     progress: bool = True
-    limit: int | None = None             # use only this many training images (smoke tests)
+    limit: int | None = None             # use only this many training images, classes in proportion
 
     def __post_init__(self) -> None:
         self.widths = tuple(self.widths)
@@ -126,7 +127,7 @@ def load_data(cfg: TrainConfig) -> Data:
         fold = datasets.subject_folds(ds.subjects, ds.labels, cfg.n_folds, seed=0)[cfg.fold]
         parts = [fold.train, fold.val, fold.test]
     if cfg.limit:
-        parts[0] = parts[0][:cfg.limit]
+        parts[0] = datasets.stratified_subset(parts[0], ds.labels, cfg.limit)
     names = load_rig().names
     if cfg.labels:
         labels = load_labels(cfg.labels)
@@ -355,11 +356,13 @@ def _score(kind: str, m: Metrics) -> float:
     return -m.mae if kind == "blendshape" else m.accuracy
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, on_epoch: Callable[[list[dict]], None] | None = None) -> dict:
     """Train one network as ``cfg`` says; return its history and final test metrics.
 
     Writes into ``cfg.out_dir``: ``last.pt``, ``best.pt``, ``metrics.csv``,
     ``history.json``, ``result.json`` and plots (``curves.png``, ``confusion.png``).
+    ``on_epoch(history)`` is called after each epoch's checkpoint is written (e.g. to redraw
+    curves in a notebook; interrupting there loses nothing, ``resume`` continues).
     """
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = _device(cfg)
@@ -373,13 +376,13 @@ def train(cfg: TrainConfig) -> dict:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(cfg, device, rank, world, lead, out_dir)
+        return _train(cfg, device, rank, world, lead, out_dir, on_epoch)
     finally:
         if distributed:
             dist.destroy_process_group()
 
 
-def _train(cfg, device, rank, world, lead, out_dir) -> dict:
+def _train(cfg, device, rank, world, lead, out_dir, on_epoch) -> dict:
     data = load_data(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.classes, len(data.shape_names))
@@ -447,6 +450,8 @@ def _train(cfg, device, rank, world, lead, out_dir) -> dict:
             _log(out_dir, history)
             if cfg.progress:
                 tqdm.write(_describe(row))
+            if on_epoch is not None:
+                on_epoch(history)
     result = {"config": asdict(cfg), "classes": list(data.classes), "history": history}
     if lead:
         result.update(_final_test(cfg, net, data, out_dir))

@@ -117,3 +117,25 @@ def test_subject_folds_are_leak_free_and_deterministic(ck):
                for a, b in zip(folds, again))
     other = data.subject_folds(ck.subjects, ck.labels, k=10, seed=1)
     assert any(not np.array_equal(a.test, b.test) for a, b in zip(folds, other))
+
+
+def test_stratified_subset_keeps_class_shares():
+    labels = np.repeat([0, 1, 2], [600, 300, 100])  # class-sorted, as dataset lists are
+    indices = np.arange(100, 1000)  # classes 0, 1, 2 in 500, 300, 100 images
+    subset = data.stratified_subset(indices, labels, 90)
+    assert len(subset) == 90 and len(set(subset)) == 90 and np.isin(subset, indices).all()
+    np.testing.assert_allclose(np.bincount(labels[subset]), [50, 30, 10], atol=1)
+    assert np.array_equal(subset, np.sort(subset))
+    assert np.array_equal(subset, data.stratified_subset(indices, labels, 90))  # fixed
+    assert len(data.stratified_subset(indices, labels, 5000)) == 900  # n past the end: all
+
+
+def test_copy_sample_keeps_layout_and_spreads_over_names(shared, tmp_path):
+    src = shared / "data" / "fer2013" / "test"
+    out = data.copy_sample(src, tmp_path / "fer2013" / "test", 6)
+    for folder in sorted(src.iterdir()):
+        copied = sorted(p.name for p in (out / folder.name).iterdir())
+        assert len(copied) == 6 and set(copied) <= {p.name for p in folder.iterdir()}
+        assert {name.split("_")[0] for name in copied} == {"PrivateTest", "PublicTest"}
+    with pytest.raises(data.DataError, match="no images"):
+        data.copy_sample(tmp_path / "empty", tmp_path / "x", 3)

@@ -3,21 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from bsviz.evaluate import (ck_experiment, fer2013_experiment, format_summary,
-                            logistic_regression, results_table)
+from bsviz.evaluate import ck_experiment, fer2013_experiment, format_summary, results_table
 from bsviz.train import TrainConfig
 
 TINY = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 16, "batch_size": 32,
         "progress": False, "epochs": 1, "freeze_epochs": 0}
-
-
-def test_logistic_regression_separates_separable_classes():
-    rng = np.random.default_rng(0)
-    centres = np.array([[0, 0], [4, 0], [0, 4]])
-    y = rng.integers(0, 3, 300)
-    x = centres[y] + rng.normal(0, 0.5, (300, 2))
-    pred = logistic_regression(x[:200], y[:200], x[200:], 3)
-    assert (pred == y[200:]).mean() > 0.95
 
 
 def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck):

@@ -74,6 +74,10 @@ def test_probe_recovers_which_shape_separates_the_classes():
     assert probe.agreement(weights, targets) > 0.95
     assert list(probe.coef.argmax(axis=1)) == [2, 3, 4]
     assert np.abs(probe.coef[:, 5]).max() < 1e-3
+    fresh = rng.integers(0, 3, 100)
+    held_out = rng.uniform(0, 0.3, (100, 6))
+    held_out[np.arange(100), fresh + 2] += 0.5
+    assert (probe.predict(held_out) == fresh).mean() > 0.95  # generalises to unseen faces
 
 
 def test_top_shapes_and_the_rig_pose_they_make():

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import bsviz.train as training
-from bsviz.train import (TrainConfig, augment, load_checkpoint, model_from_checkpoint, train)
+from bsviz.train import TrainConfig, augment, load_checkpoint, model_from_checkpoint, train
 
 TINY = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 16, "batch_size": 32,
         "progress": False, "augment": True}
@@ -42,19 +41,18 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path, tiny_ck):
         load_checkpoint(tmp_path / "unsafe.pt")
 
 
-def test_resume_continues_the_same_run(tmp_path, tiny_ck, monkeypatch):
+def test_resume_continues_the_same_run(tmp_path, tiny_ck):
     full = train(cfg(tmp_path / "a", tiny_ck, kind="image", epochs=3))
-    real_log = training._log
+    seen = []
 
-    def interrupt_after_first_epoch(out_dir, history):
-        real_log(out_dir, history)
+    def interrupt_after_first_epoch(history):  # as a KeyboardInterrupt in a notebook would
+        seen.append(len(history))
         if len(history) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_log", interrupt_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg(tmp_path / "b", tiny_ck, kind="image", epochs=3))
-    monkeypatch.setattr(training, "_log", real_log)
+        train(cfg(tmp_path / "b", tiny_ck, kind="image", epochs=3), on_epoch=interrupt_after_first_epoch)
+    assert seen == [1] and (tmp_path / "b" / "run" / "last.pt").exists()
     resumed = train(cfg(tmp_path / "b", tiny_ck, kind="image", epochs=3, resume=True))
     assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
         [h["train_loss"] for h in full["history"]], rel=1e-5)
