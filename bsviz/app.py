@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import math
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ import tempfile
 import threading
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -36,36 +35,28 @@ atexit.register(shutil.rmtree, WORK_DIR, ignore_errors=True)
 warnings.filterwarnings("ignore", "unclosed event loop", ResourceWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="gradio")
 
-import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
 import torch  # noqa: E402
-from plotly.subplots import make_subplots  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from bsviz.blend import blend  # noqa: E402
 from bsviz.colours import heat_colours, vertex_colours  # noqa: E402
-from bsviz.data import DataError, read_rgb  # noqa: E402
+from bsviz.data import MAX_PIXELS, DataError, check_image_size, read_rgb  # noqa: E402
 from bsviz.export import save_mesh, save_rig_glb  # noqa: E402
-from bsviz.faces import NoFaceError  # noqa: E402
+from bsviz.faces import NoFaceError, draw_box  # noqa: E402
 from bsviz.files import write_bytes_atomic  # noqa: E402
-from bsviz.plot import displacement  # noqa: E402
+from bsviz.plot import compare_figure, displacement, timeline_figure, weights_figure  # noqa: E402
 from bsviz.predict import Prediction, Predictor  # noqa: E402
 from bsviz.render import Renderer  # noqa: E402
 from bsviz.rig import REGIONS, load_rig, shape_region  # noqa: E402
+from bsviz.video import MAX_FRAMES, SMOOTHING, VideoFrames, smooth  # noqa: E402
 
 MODEL_ENV = "BSVIZ_MODEL"
 EXAMPLES = sorted((Path(__file__).resolve().parent / "examples").glob("*.png"))
-MAX_PIXELS = 40_000_000  # larger images are refused from their header, before decoding
-MIN_SIDE = 16            # px; smaller images cannot show a face
 MAX_FILE_SIZE = "25mb"   # uploads larger than this are refused by Gradio
-MAX_FRAMES = 300         # longer videos are evenly subsampled to this many frames
-VIDEO_SIDE = 640         # px; video frames are scaled down to this longer side
-SMOOTHING = 0.5          # video: weight of the newest frame in the moving average
 SHOW_SIZE = 512          # px; longer side of the image shown back with its face box
 STILL_SIZE = 320         # px; the rendered still
-TOP = 8                  # weights named in the bar chart
 CONCURRENCY = 2          # requests worked on at once (queued beyond); videos: one at a time
 TORCH_THREADS = 1        # per request: with CONCURRENCY requests at once, more threads contend
 QUEUE = {"concurrency_id": "photo"}
@@ -73,177 +64,35 @@ MODES = {"L": "grayscale", "LA": "grayscale + alpha", "I;16": "16-bit grayscale"
          "I": "16/32-bit grayscale", "P": "palette", "RGBA": "RGBA", "RGB": "RGB"}
 
 
-class InputError(ValueError):
-    """An upload the app cannot use; its message is shown to the user as it is."""
-
-
 # --------------------------------------------------------------------------- inputs
-
-
-def check_size(what: str, width: int, height: int) -> None:
-    """Raise InputError unless a width x height image is within MIN_SIDE and MAX_PIXELS."""
-    if width * height > MAX_PIXELS:
-        raise InputError(f"{what} is too large: {width}x{height} px ({width * height / 1e6:.0f} "
-                         f"Mpx); the limit is {MAX_PIXELS / 1e6:.0f} Mpx")
-    if min(width, height) < MIN_SIDE:
-        raise InputError(f"{what} is too small: {width}x{height} px; a face needs at least "
-                         f"{MIN_SIDE} px a side")
 
 
 def load_image(image: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
     """An upload (a file path, checked from its header before decoding) or a webcam frame
     (an array) as (H, W, 3) uint8 RGB, and a description such as 'a.png (640x480 RGBA)'.
 
-    Raises InputError for a non-image, damaged, too large or too small file.
+    Raises DataError for a non-image, damaged, too large or too small file.
     """
     if isinstance(image, np.ndarray):
         height, width = image.shape[:2]
-        check_size("the webcam frame", width, height)
+        check_image_size("the webcam frame", width, height)
         return read_rgb(image), f"the webcam frame ({width}x{height})"
     name = Path(image).name
     try:
         with Image.open(image) as im:  # reads the header only
             (width, height), mode = im.size, im.mode
     except Image.DecompressionBombError:
-        raise InputError(f"{name} is too large to open safely (a decompression bomb?); the "
-                         f"limit is {MAX_PIXELS / 1e6:.0f} Mpx") from None
+        raise DataError(f"{name} is too large to open safely (a decompression bomb?); the "
+                        f"limit is {MAX_PIXELS / 1e6:.0f} Mpx") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
-        raise InputError(f"{name} is not an image file this app can read "
-                         "(use PNG, JPEG or WebP)") from None
-    check_size(name, width, height)
+        raise DataError(f"{name} is not an image file this app can read "
+                        "(use PNG, JPEG or WebP)") from None
+    check_image_size(name, width, height)
     try:
         rgb = read_rgb(image)
     except DataError:
-        raise InputError(f"cannot decode {name}: the file is damaged or truncated") from None
+        raise DataError(f"cannot decode {name}: the file is damaged or truncated") from None
     return rgb, f"{name} ({width}x{height} {MODES.get(mode, mode)})"
-
-
-def draw_box(rgb: np.ndarray, box: np.ndarray, size: int = SHOW_SIZE) -> np.ndarray:
-    """``rgb`` scaled to ``size`` px on its longer side, the face ``box`` (x0, y0, x1, y1) drawn."""
-    scale = size / max(rgb.shape[:2])
-    shown = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    x0, y0, x1, y1 = np.round(np.asarray(box) * scale).astype(int).tolist()
-    thickness = max(1, round(max(shown.shape[:2]) / 200))
-    return cv2.rectangle(shown, (x0, y0), (x1, y1), (0, 220, 0), thickness)
-
-
-class VideoFrames:
-    """The frames of a video file (OpenCV), evenly subsampled to at most ``max_frames``.
-
-    Iterating gives (H, W, 3) uint8 RGB frames, the longer side at most ``max_side``;
-    ``fps`` is the rate of the frames kept, ``stride`` how many file frames each stands for.
-    """
-
-    def __init__(self, path: str | Path, max_frames: int = MAX_FRAMES,
-                 max_side: int = VIDEO_SIDE):
-        self.path, self.max_frames, self.max_side = Path(path), max_frames, max_side
-        capture = cv2.VideoCapture(str(path))
-        ok, first = capture.read()
-        count, fps = capture.get(cv2.CAP_PROP_FRAME_COUNT), capture.get(cv2.CAP_PROP_FPS)
-        capture.release()
-        if not ok:
-            raise InputError(f"{self.path.name} is not a video file this app can read "
-                             "(use MP4 or WebM)")
-        check_size(self.path.name, first.shape[1], first.shape[0])
-        self.total = int(count) if count > 0 else None  # some containers do not say
-        self.stride = math.ceil(self.total / max_frames) if self.total else 1
-        self.fps = (fps if fps > 0 else 30.0) / self.stride
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        capture = cv2.VideoCapture(str(self.path))
-        try:
-            kept, index = 0, 0
-            while kept < self.max_frames and capture.grab():
-                if index % self.stride == 0:
-                    ok, bgr = capture.retrieve()
-                    if not ok:
-                        break
-                    scale = min(1.0, self.max_side / max(bgr.shape[:2]))
-                    bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-                    kept += 1
-                    yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                index += 1
-        finally:
-            capture.release()
-
-
-def smooth(values: np.ndarray, alpha: float = SMOOTHING) -> np.ndarray:
-    """(T, K) exponential moving average over frames: s_t = alpha x_t + (1 - alpha) s_{t-1}.
-
-    Rows with NaN (frames without a face) keep the previous value; leading ones take the
-    first face's. Raises ValueError if no row is finite.
-    """
-    values = np.asarray(values, np.float32)
-    found = np.isfinite(values).all(axis=1)
-    if not found.any():
-        raise ValueError("no frame has values to smooth")
-    out = np.empty_like(values)
-    state = values[np.argmax(found)]
-    for t in range(len(values)):  # frames, not vertices: a few hundred at most
-        if found[t]:
-            state = alpha * values[t] + (1 - alpha) * state
-        out[t] = state
-    return out
-
-
-# --------------------------------------------------------------------------- charts
-
-
-def by_region(names: Sequence[str]) -> list[int]:
-    """Indices of ``names`` ordered by face region (``REGIONS``), then as given."""
-    return sorted(range(len(names)), key=lambda i: REGIONS.index(shape_region(names[i])))
-
-
-def weights_figure(weights: np.ndarray, names: Sequence[str], top: int = TOP) -> go.Figure:
-    """Bars of (K,) weights, grouped and coloured by face region, the ``top`` largest named."""
-    named = set(np.argsort(-weights)[:top].tolist())
-    bars = []
-    for region in REGIONS:
-        index = [i for i, n in enumerate(names) if shape_region(n) == region]
-        if index:
-            bars.append(go.Bar(x=[names[i] for i in index], y=weights[index], name=region,
-                               text=[names[i] if i in named else "" for i in index],
-                               textposition="outside", textangle=-90, cliponaxis=False,
-                               hovertemplate="%{x}: %{y:.2f}<extra></extra>"))
-    return go.Figure(bars, layout={
-        "height": 330, "margin": {"l": 40, "r": 10, "t": 70, "b": 10}, "bargap": 0.15,
-        "title": {"text": f"blendshape weights by region (top {top} named)", "font": {"size": 13}},
-        "yaxis": {"range": [0, 1.05], "title": "weight"}, "xaxis": {"showticklabels": False},
-        "legend": {"orientation": "h", "y": 1.25, "font": {"size": 10}},
-        "uniformtext": {"minsize": 8, "mode": "show"}})  # names at full size, not squeezed
-
-
-def compare_figure(ours: np.ndarray, mediapipe: np.ndarray, names: Sequence[str]) -> go.Figure:
-    """Grouped bars: our regressed weights beside MediaPipe's scores, shapes ordered by region."""
-    order = by_region(names)
-    x = [names[i] for i in order]
-    return go.Figure([go.Bar(x=x, y=ours[order], name="BlendshapeFERNet (ours)"),
-                      go.Bar(x=x, y=mediapipe[order], name="MediaPipe")], layout={
-        "barmode": "group", "height": 330, "margin": {"l": 40, "r": 10, "t": 40, "b": 10},
-        "title": {"text": "ours vs MediaPipe, same face", "font": {"size": 13}},
-        "yaxis": {"range": [0, 1.05]}, "xaxis": {"tickangle": -90, "tickfont": {"size": 8}},
-        "legend": {"orientation": "h", "y": 1.12, "font": {"size": 10}}})
-
-
-def timeline_figure(times: np.ndarray, probabilities: np.ndarray, classes: Sequence[str],
-                    weights: np.ndarray, names: Sequence[str], found: np.ndarray,
-                    top: int = 6) -> go.Figure:
-    """Expression probabilities (top) and the ``top`` weights with the largest mean (bottom)
-    over time; frames without a face are marked on the time axis."""
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("expression", f"top {top} weights"))
-    for c, name in enumerate(classes):
-        fig.add_scatter(x=times, y=probabilities[:, c], name=name, mode="lines", row=1, col=1)
-    for i in np.argsort(-weights.mean(axis=0))[:top]:
-        fig.add_scatter(x=times, y=weights[:, i], name=names[i], mode="lines", row=2, col=1)
-    if not found.all():
-        fig.add_scatter(x=times[~found], y=np.zeros((~found).sum()), name="no face",
-                        mode="markers", marker={"symbol": "x", "color": "black"}, row=2, col=1)
-    fig.update_layout(height=420, margin={"l": 40, "r": 10, "t": 30, "b": 30},
-                      legend={"font": {"size": 9}})
-    fig.update_yaxes(range=[0, 1])
-    fig.update_xaxes(title_text="seconds", row=2, col=1)
-    return fig
 
 
 # --------------------------------------------------------------------------- engine
@@ -302,15 +151,15 @@ class Engine:
         self.renderer.close()
 
     def analyse(self, image: str | Path | np.ndarray) -> Analysis:
-        """The face in an upload or webcam frame. Raises InputError for unusable input."""
+        """The face in an upload or webcam frame. Raises DataError for unusable input."""
         rgb, what = load_image(image)
         with self._predict_lock, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 prediction = self.predictor.predict(rgb)
             except NoFaceError:
-                raise InputError(f"no face found in {what}; try a photo with a clear, "
-                                 "frontal face") from None
+                raise DataError(f"no face found in {what}; try a photo with a clear, "
+                                "frontal face") from None
         notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
         return Analysis(rgb, what, prediction, notes)
 
@@ -357,8 +206,8 @@ class Engine:
                     rows.append(np.full(c + self.rig.n_shapes, np.nan))
         found = np.isfinite(rows).all(axis=1)
         if not found.any():
-            raise InputError(f"no face found in any of the {len(found)} frames of "
-                             f"{frames.path.name}")
+            raise DataError(f"no face found in any of the {len(found)} frames of "
+                            f"{frames.path.name}")
         times = np.arange(len(found)) / frames.fps
         smoothed = smooth(np.array(rows))
         probabilities, weights = smoothed[:, :c], smoothed[:, c:]
@@ -425,7 +274,7 @@ def on_photo(image: str | np.ndarray | None, heatmap: bool = False) -> tuple:
         return ("", None, None, None, None, None, *unchanged)
     try:
         a = engine().analyse(image)
-    except InputError as e:
+    except DataError as e:
         _warn(str(e))
         return (f"Error: {e}", None, None, None, None, None, *unchanged)
     for note in a.notes:
@@ -434,7 +283,8 @@ def on_photo(image: str | np.ndarray | None, heatmap: bool = False) -> tuple:
     x0, y0, x1, y1 = np.round(p.face.box).astype(int).tolist()
     status = "\n".join([f"{p.expression} ({p.probabilities.max():.2f}): face at ({x0}, {y0})-"
                         f"({x1}, {y1}) in {a.what}", *(f"Note: {note}" for note in a.notes)])
-    return (status, draw_box(a.rgb, p.face.box), dict(zip(p.classes, p.probabilities.tolist())),
+    return (status, draw_box(a.rgb, p.face.box, SHOW_SIZE),
+            dict(zip(p.classes, p.probabilities.tolist())),
             weights_figure(p.weights, p.shape_names),
             compare_figure(p.weights, p.mediapipe_weights, p.shape_names),
             engine().glb(p.weights, heatmap), *p.weights.tolist())
@@ -466,7 +316,7 @@ def on_video(path: str | None) -> tuple:
         return ("", None, None, None, None)
     try:
         v = engine().analyse_video(path)
-    except InputError as e:
+    except DataError as e:
         _warn(str(e))
         return (f"Error: {e}", None, None, None, None)
     f = v.frames

@@ -32,6 +32,8 @@ FER_CLASSES = ("anger", "disgust", "fear", "happy", "neutral", "sadness", "surpr
 FER_SPLITS = {"Training": "train", "PublicTest": "public_test", "PrivateTest": "private_test"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B")  # PIL modes of 16-bit gray images
+MAX_PIXELS = 40_000_000  # larger uploads are refused from their header, before decoding
+MIN_SIDE = 16            # px; smaller images cannot show a face
 
 _CK_NAME = re.compile(r"S(\d+)_(\d+)_(\d+)")  # S<subject>_<sequence>_<frame>
 
@@ -169,6 +171,18 @@ def copy_sample(src: str | Path, dst: str | Path, per_class: int) -> Path:
 
 
 # --------------------------------------------------------------------------- images
+
+
+def check_image_size(what: str, width: int, height: int, max_pixels: int = MAX_PIXELS,
+                     min_side: int = MIN_SIDE) -> None:
+    """Raise DataError unless a width x height image (``what``: its name) could show a face
+    and is small enough to decode safely."""
+    if width * height > max_pixels:
+        raise DataError(f"{what} is too large: {width}x{height} px ({width * height / 1e6:.0f} "
+                        f"Mpx); the limit is {max_pixels / 1e6:.0f} Mpx")
+    if min(width, height) < min_side:
+        raise DataError(f"{what} is too small: {width}x{height} px; a face needs at least "
+                        f"{min_side} px a side")
 
 
 def read_rgb(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:

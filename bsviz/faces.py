@@ -206,3 +206,13 @@ def default_finder() -> FaceFinder:
 def find_face(image, crop_size: int = 48, gray: bool = True, margin: float = 0.1) -> Face:
     """``default_finder().find(...)``: the face in ``image``, see ``FaceFinder.find``."""
     return default_finder().find(image, crop_size, gray, margin)
+
+
+def draw_box(rgb: np.ndarray, box: np.ndarray, size: int = 512) -> np.ndarray:
+    """(H', W', 3) uint8: ``rgb`` scaled to ``size`` px on its longer side, with the face
+    ``box`` (x0, y0, x1, y1, in ``rgb``'s pixels) drawn in green."""
+    scale = size / max(rgb.shape[:2])
+    shown = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    x0, y0, x1, y1 = np.round(np.asarray(box) * scale).astype(int).tolist()
+    thickness = max(1, round(max(shown.shape[:2]) / 200))
+    return cv2.rectangle(shown, (x0, y0), (x1, y1), (0, 220, 0), thickness)

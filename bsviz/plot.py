@@ -1,11 +1,15 @@
-"""Interactive plotly views of a face: a Mesh3d figure updated in place, displacement heatmaps."""
+"""Interactive plotly views: a face as a Mesh3d figure updated in place, displacement heatmaps,
+and charts of blendshape weights (by region, against MediaPipe, over a video's frames)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from bsviz.rig import Rig
+from bsviz.rig import REGIONS, Rig, shape_region
 
 
 def displacement(rig: Rig, vertices: np.ndarray) -> np.ndarray:
@@ -54,3 +58,60 @@ def heatmap_figure(rig: Rig, vertices: np.ndarray, faces: np.ndarray | None = No
     """A mesh figure coloured by each vertex's displacement from the neutral face."""
     faces = rig.visible_faces() if faces is None else faces
     return mesh_figure(vertices, faces, intensity=displacement(rig, vertices), title=title)
+
+
+def by_region(names: Sequence[str]) -> list[int]:
+    """Indices of ``names`` ordered by face region (``REGIONS``), then as given."""
+    return sorted(range(len(names)), key=lambda i: REGIONS.index(shape_region(names[i])))
+
+
+def weights_figure(weights: np.ndarray, names: Sequence[str], top: int = 8) -> go.Figure:
+    """Bars of (K,) weights, grouped and coloured by face region, the ``top`` largest named."""
+    named = set(np.argsort(-weights)[:top].tolist())
+    bars = []
+    for region in REGIONS:
+        index = [i for i, n in enumerate(names) if shape_region(n) == region]
+        if index:
+            bars.append(go.Bar(x=[names[i] for i in index], y=weights[index], name=region,
+                               text=[names[i] if i in named else "" for i in index],
+                               textposition="outside", textangle=-90, cliponaxis=False,
+                               hovertemplate="%{x}: %{y:.2f}<extra></extra>"))
+    return go.Figure(bars, layout={
+        "height": 330, "margin": {"l": 40, "r": 10, "t": 70, "b": 10}, "bargap": 0.15,
+        "title": {"text": f"blendshape weights by region (top {top} named)", "font": {"size": 13}},
+        "yaxis": {"range": [0, 1.05], "title": "weight"}, "xaxis": {"showticklabels": False},
+        "legend": {"orientation": "h", "y": 1.25, "font": {"size": 10}},
+        "uniformtext": {"minsize": 8, "mode": "show"}})  # names at full size, not squeezed
+
+
+def compare_figure(ours: np.ndarray, mediapipe: np.ndarray, names: Sequence[str]) -> go.Figure:
+    """Grouped bars: our regressed weights beside MediaPipe's scores, shapes ordered by region."""
+    order = by_region(names)
+    x = [names[i] for i in order]
+    return go.Figure([go.Bar(x=x, y=ours[order], name="BlendshapeFERNet (ours)"),
+                      go.Bar(x=x, y=mediapipe[order], name="MediaPipe")], layout={
+        "barmode": "group", "height": 330, "margin": {"l": 40, "r": 10, "t": 40, "b": 10},
+        "title": {"text": "ours vs MediaPipe, same face", "font": {"size": 13}},
+        "yaxis": {"range": [0, 1.05]}, "xaxis": {"tickangle": -90, "tickfont": {"size": 8}},
+        "legend": {"orientation": "h", "y": 1.12, "font": {"size": 10}}})
+
+
+def timeline_figure(times: np.ndarray, probabilities: np.ndarray, classes: Sequence[str],
+                    weights: np.ndarray, names: Sequence[str], found: np.ndarray,
+                    top: int = 6) -> go.Figure:
+    """Expression probabilities (top) and the ``top`` weights with the largest mean (bottom)
+    over time; frames without a face are marked on the time axis."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("expression", f"top {top} weights"))
+    for c, name in enumerate(classes):
+        fig.add_scatter(x=times, y=probabilities[:, c], name=name, mode="lines", row=1, col=1)
+    for i in np.argsort(-weights.mean(axis=0))[:top]:
+        fig.add_scatter(x=times, y=weights[:, i], name=names[i], mode="lines", row=2, col=1)
+    if not found.all():
+        fig.add_scatter(x=times[~found], y=np.zeros((~found).sum()), name="no face",
+                        mode="markers", marker={"symbol": "x", "color": "black"}, row=2, col=1)
+    fig.update_layout(height=420, margin={"l": 40, "r": 10, "t": 30, "b": 30},
+                      legend={"font": {"size": 9}})
+    fig.update_yaxes(range=[0, 1])
+    fig.update_xaxes(title_text="seconds", row=2, col=1)
+    return fig

@@ -139,3 +139,12 @@ def test_copy_sample_keeps_layout_and_spreads_over_names(shared, tmp_path):
         assert {name.split("_")[0] for name in copied} == {"PrivateTest", "PublicTest"}
     with pytest.raises(data.DataError, match="no images"):
         data.copy_sample(tmp_path / "empty", tmp_path / "x", 3)
+
+
+def test_check_image_size_names_the_image_and_the_limit():
+    data.check_image_size("a.png", 640, 480)
+    with pytest.raises(data.DataError, match=r"a.png is too large: 8000x6000 px \(48 Mpx\)"):
+        data.check_image_size("a.png", 8000, 6000)
+    with pytest.raises(data.DataError, match="a.png is too small: 8x300 px"):
+        data.check_image_size("a.png", 8, 300)
+    data.check_image_size("b.png", 8, 300, min_side=8)

@@ -85,3 +85,15 @@ def test_find_face_makes_one_finder_per_process(finder):
         first = faces.find_face(HAPPY)
     assert faces.default_finder() is faces.default_finder()
     assert np.allclose(faces.find_face(HAPPY).blendshapes, first.blendshapes)
+
+
+def test_draw_box_scales_the_image_and_draws_the_box_there():
+    rgb = np.zeros((100, 200, 3), np.uint8)
+    shown = faces.draw_box(rgb, np.array([20, 10, 60, 50]), size=400)  # scale 2
+    assert shown.shape == (200, 400, 3)
+    green = (shown[..., 1] > 200) & (shown[..., 0] < 50)
+    ys, xs = np.nonzero(green)
+    assert abs(xs.min() - 40) <= 2 and abs(xs.max() - 120) <= 2
+    assert abs(ys.min() - 20) <= 2 and abs(ys.max() - 100) <= 2
+    assert not green[60:80, 60:100].any()  # an outline, not a filled box
+    assert not rgb.any()  # the input is left alone

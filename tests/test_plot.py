@@ -2,7 +2,9 @@ import numpy as np
 import plotly.graph_objects as go
 
 from bsviz.blend import blend
-from bsviz.plot import displacement, heatmap_figure, mesh_figure, set_vertices
+from bsviz.plot import (by_region, compare_figure, displacement, heatmap_figure, mesh_figure,
+                        set_vertices, timeline_figure, weights_figure)
+from bsviz.rig import REGIONS, shape_region
 
 
 def test_mesh_figure_holds_the_mesh(rig):
@@ -33,3 +35,37 @@ def test_heatmap_is_the_displacement_from_neutral(rig):
     # a left smile moves the face's left (+x) side, not its right
     left, right = rig.neutral[:, 0] > 1, rig.neutral[:, 0] < -1
     assert expected[left].max() > 5 * expected[right].max()
+
+
+def test_weight_charts_group_shapes_by_region(rig):
+    weights = np.linspace(0, 1, rig.n_shapes, dtype=np.float32)
+    fig = weights_figure(weights, rig.names, top=3)
+    bars = {bar.name: bar for bar in fig.data}
+    assert list(bars) == [r for r in REGIONS if any(shape_region(n) == r for n in rig.names)]
+    assert sorted(x for bar in fig.data for x in bar.x) == sorted(rig.names)
+    named = [t for bar in fig.data for t in bar.text if t]
+    assert sorted(named) == sorted(rig.names[-3:])  # the 3 largest weights are named
+    for bar in fig.data:  # every bar shows its own shape's weight
+        for x, y in zip(bar.x, bar.y):
+            assert y == weights[rig.names.index(x)]
+    order = by_region(rig.names)
+    assert sorted(order) == list(range(rig.n_shapes))
+    regions = [REGIONS.index(shape_region(rig.names[i])) for i in order]
+    assert regions == sorted(regions)
+    mediapipe = weights[::-1].copy()
+    ours, theirs = compare_figure(weights, mediapipe, rig.names).data
+    assert list(ours.x) == [rig.names[i] for i in order]
+    np.testing.assert_array_equal(theirs.y, mediapipe[order])
+
+
+def test_timeline_marks_frames_without_a_face(rig):
+    times = np.arange(5) / 10
+    probabilities = np.full((5, 7), 1 / 7)
+    weights = np.zeros((5, rig.n_shapes))
+    weights[:, 4] = 0.9  # the largest mean comes first
+    found = np.array([True, True, False, True, False])
+    fig = timeline_figure(times, probabilities, [f"c{i}" for i in range(7)], weights, rig.names,
+                          found, top=2)
+    names = [trace.name for trace in fig.data]
+    assert names[:7] == [f"c{i}" for i in range(7)] and names[7] == rig.names[4]
+    assert names[-1] == "no face" and list(fig.data[-1].x) == [0.2, 0.4]
