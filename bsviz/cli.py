@@ -250,7 +250,7 @@ def cmd_train(args) -> None:
 def cmd_predict(args) -> None:
     from bsviz.predict import Predictor
 
-    predictor = Predictor(args.model)
+    predictor = Predictor(args.model, flip=args.flip)
     prediction = predictor.predict(args.image)
     if args.json:
         print(json.dumps(prediction.as_dict(), indent=1))
@@ -396,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON: probabilities and 53 weights")
     p.add_argument("--mesh", metavar="OUT.glb", help="write the reconstructed face (.glb/.obj/.ply)")
     p.add_argument("--model", help="a checkpoint (default: the shipped models/blendshape_fernet.pt)")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="run the crop once, without averaging in its mirror image")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("app", help="serve the web app (Gradio) on this machine")

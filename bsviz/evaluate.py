@@ -61,16 +61,20 @@ def ck_experiment(base: TrainConfig, init_image: str, init_blendshape: str,
     return _summarise("ck+", runs, "fold", folds, out)
 
 
+METRICS = ("test_accuracy", "test_mae", "test_accuracy_flip", "test_mae_flip")
+
+
 def _summarise(dataset: str, runs: dict[str, list[dict]], key: str, values: list[int],
                out: Path) -> dict:
-    """Mean and std of test accuracy / weight MAE per network, summed confusion matrices,
-    and the paired difference two-stream - image per run (the paper's ablation)."""
+    """Mean and std of test accuracy / weight MAE per network (faces as given, and with
+    test-time flip), summed confusion matrices, and the paired difference two-stream - image
+    per run (the paper's ablation)."""
     summary: dict = {"dataset": dataset, key + "s": values, "models": {}}
     for kind, results in runs.items():
-        model = {"runs": [{key: v, "test_accuracy": r.get("test_accuracy"),
-                           "test_mae": r.get("test_mae"), "best_epoch": r.get("best_epoch"),
-                           "n_test": r.get("n_test")} for v, r in zip(values, results)]}
-        for metric in ("test_accuracy", "test_mae"):
+        model = {"runs": [{key: v, **{m: r.get(m) for m in METRICS},
+                           "best_epoch": r.get("best_epoch"), "n_test": r.get("n_test")}
+                          for v, r in zip(values, results)]}
+        for metric in METRICS:
             model.update(_mean_std([r.get(metric) for r in results], metric))
         confusions = [np.array(r["confusion"]) for r in results if r.get("confusion")]
         if confusions:
@@ -81,9 +85,13 @@ def _summarise(dataset: str, runs: dict[str, list[dict]], key: str, values: list
         summary["models"][kind] = model
         summary["classes"] = results[0]["classes"]
     if "image" in runs and "two_stream" in runs:
-        gains = [t["test_accuracy"] - i["test_accuracy"]
-                 for i, t in zip(runs["image"], runs["two_stream"])]
-        summary["two_stream_minus_image"] = _mean_std(gains, "difference")
+        for suffix in ("", "_flip"):
+            gains = [t.get("test_accuracy" + suffix) - i.get("test_accuracy" + suffix)
+                     for i, t in zip(runs["image"], runs["two_stream"])
+                     if i.get("test_accuracy" + suffix) is not None
+                     and t.get("test_accuracy" + suffix) is not None]
+            if gains:
+                summary["two_stream_minus_image" + suffix] = _mean_std(gains, "difference")
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
@@ -170,21 +178,35 @@ def _regress(checkpoint_path: str | Path, paths: list[Path], cache: Path) -> np.
 
 
 def format_summary(summary: dict) -> str:
-    """A few lines: each network's test accuracy / MAE as mean +- std, and the ablation."""
+    """A few lines: each network's test accuracy / MAE as mean +- std, and the ablation; then
+    the same with test-time flip."""
     lines = [f"{summary['dataset']}:"]
-    for kind, model in summary["models"].items():
-        parts = []
-        if "test_accuracy_mean" in model:
-            parts.append(f"accuracy {100 * model['test_accuracy_mean']:.2f} +- "
-                         f"{100 * model['test_accuracy_std']:.2f} % (n={model['test_accuracy_n']})")
-        if "test_mae_mean" in model:
-            parts.append(f"weight MAE {model['test_mae_mean']:.4f} +- {model['test_mae_std']:.4f}")
-        lines.append(f"  {kind:<11} " + "; ".join(parts))
-    gain = summary.get("two_stream_minus_image")
-    if gain:
-        lines.append(f"  two-stream - image: {100 * gain['difference_mean']:+.2f} +- "
-                     f"{100 * gain['difference_std']:.2f} points (n={gain['difference_n']})")
+    for suffix, note in (("", ""), ("_flip", " (test-time flip)")):
+        for kind, model in summary["models"].items():
+            parts = []
+            if f"test_accuracy{suffix}_mean" in model:
+                parts.append(f"accuracy {_percent(model, 'test_accuracy' + suffix, ' +- ')}")
+            if f"test_mae{suffix}_mean" in model:
+                parts.append(f"weight MAE {model[f'test_mae{suffix}_mean']:.4f} +- "
+                             f"{model[f'test_mae{suffix}_std']:.4f}")
+            if parts:
+                lines.append(f"  {kind + note:<28} " + "; ".join(parts))
+        gain = summary.get("two_stream_minus_image" + suffix)
+        if gain:
+            lines.append(f"  {'two-stream - image' + note:<28} {_points(gain, ' +- ')}")
     return "\n".join(lines)
+
+
+def _percent(values: dict, name: str, pm: str = " ± ") -> str:
+    """'65.30 ± 0.65 % (n=2)' from the ``name``_mean / _std / _n entries of a summary."""
+    return (f"{100 * values[name + '_mean']:.2f}{pm}{100 * values[name + '_std']:.2f} % "
+            f"(n={values[name + '_n']})")
+
+
+def _points(gain: dict, pm: str = " ± ") -> str:
+    """'+0.75 ± 0.39 points (n=2)' from a paired difference in a summary."""
+    return (f"{100 * gain['difference_mean']:+.2f}{pm}{100 * gain['difference_std']:.2f} points "
+            f"(n={gain['difference_n']})")
 
 
 REFERENCES = {
@@ -202,20 +224,21 @@ def results_table(summaries: list[dict], reference: dict | None = None) -> str:
     for summary in summaries:
         protocol = ("FER2013 PrivateTest, per seed" if summary["dataset"] == "fer2013"
                     else "CK+ subject-independent 10-fold, per fold")
-        for kind, model in summary["models"].items():
-            acc = (f"{100 * model['test_accuracy_mean']:.2f} ± {100 * model['test_accuracy_std']:.2f}"
-                   f" % (n={model['test_accuracy_n']})" if "test_accuracy_mean" in model else "-")
-            mae = f"{model['test_mae_mean']:.4f}" if "test_mae_mean" in model else "-"
-            rows.append(f"| {protocol} | {kind} | {acc} | {mae} | "
-                        f"{REFERENCES[summary['dataset']] if kind == 'image' else ''} |")
-        gain = summary.get("two_stream_minus_image")
-        if gain:
-            rows.append(f"| {protocol} | two-stream − image | {100 * gain['difference_mean']:+.2f}"
-                        f" ± {100 * gain['difference_std']:.2f} points (n={gain['difference_n']})"
-                        " | | paper: about +0.5 points |")
+        for suffix, note in (("", ""), ("_flip", ", test-time flip")):
+            for kind, model in summary["models"].items():
+                acc = (_percent(model, "test_accuracy" + suffix)
+                       if f"test_accuracy{suffix}_mean" in model else "-")
+                mae = (f"{model[f'test_mae{suffix}_mean']:.4f}"
+                       if f"test_mae{suffix}_mean" in model else "-")
+                published = REFERENCES[summary["dataset"]] if kind == "image" and not suffix else ""
+                if acc != "-" or mae != "-":
+                    rows.append(f"| {protocol} | {kind}{note} | {acc} | {mae} | {published} |")
+            gain = summary.get("two_stream_minus_image" + suffix)
+            if gain:
+                rows.append(f"| {protocol} | two-stream − image{note} | {_points(gain)} | | "
+                            "paper: about +0.5 points |")
     for name, value in (reference or {}).items():
-        acc = (f"{100 * value['accuracy_mean']:.2f} ± {100 * value['accuracy_std']:.2f} % "
-               f"(n={value['accuracy_n']})" if "accuracy_mean" in value
+        acc = (_percent(value, "accuracy") if "accuracy_mean" in value
                else f"{100 * value['accuracy']:.2f} %")
         dataset, feature = name.split(" ", 1)
         rows.append(f"| {dataset} | logistic regression on {feature} blendshapes | {acc} | | |")

@@ -293,8 +293,14 @@ def _losses(cfg: TrainConfig, out, labels, weights):
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: Split, cfg: TrainConfig,
-             batch_size: int = 512) -> Metrics:
-    """Loss, accuracy and weight MAE of ``model`` on a split (eval mode, no augmentation)."""
+             mirror: list[int] | None = None, batch_size: int = 512) -> Metrics:
+    """Loss, accuracy and weight MAE of ``model`` on a split (eval mode, no augmentation).
+
+    With ``mirror`` (the weight permutation of a flipped face, ``Data.mirror``) every face is
+    also seen flipped left-right, and the two views are averaged (test-time flip): the class
+    probabilities, and the weights with the flipped view's mirrored back. The loss stays that
+    of the faces as given.
+    """
     device = next(model.parameters()).device
     model.eval()
     total, errors, labelled, preds = 0.0, 0.0, 0, []
@@ -304,10 +310,18 @@ def evaluate(model: torch.nn.Module, split: Split, cfg: TrainConfig,
         w = split.weights[start:start + batch_size].to(device)
         with _autocast(cfg, device):
             out = model(x.contiguous(memory_format=torch.channels_last))
-        loss, logits, weights = _losses(cfg, out, y, w)
+        loss, scores, weights = _losses(cfg, out, y, w)
+        if mirror is not None:
+            with _autocast(cfg, device):
+                out = model(x.flip(3).contiguous(memory_format=torch.channels_last))
+            _, flipped_scores, flipped_weights = _losses(cfg, out, y, w)
+            if scores is not None:
+                scores = scores.float().softmax(1) + flipped_scores.float().softmax(1)
+            if weights is not None:
+                weights = (weights.float() + flipped_weights.float()[:, mirror]) / 2
         total += loss.item() * len(y)
-        if logits is not None:
-            preds.append(logits.argmax(dim=1).cpu())
+        if scores is not None:
+            preds.append(scores.argmax(dim=1).cpu())
         if weights is not None:
             mask = ~torch.isnan(w).any(dim=1)
             errors += (weights.float()[mask] - w[mask]).abs().mean(dim=1).sum().item()
@@ -459,12 +473,15 @@ def _train(cfg, device, rank, world, lead, out_dir, on_epoch) -> dict:
 
 
 def _final_test(cfg, net, data, out_dir) -> dict:
-    """Test metrics of the best checkpoint (reported once), plots, ``result.json``."""
+    """Test metrics of the best checkpoint (reported once: faces as given, and with test-time
+    flip), plots, ``result.json``."""
     best = load_checkpoint(out_dir / "best.pt")
     net.load_state_dict(best["model"])
     test = evaluate(net, data.test, cfg)
+    flipped = evaluate(net, data.test, cfg, mirror=data.mirror)
     result = {"best_epoch": best["epoch"] + 1, "test_loss": test.loss,
               "test_accuracy": test.accuracy, "test_mae": test.mae,
+              "test_accuracy_flip": flipped.accuracy, "test_mae_flip": flipped.mae,
               "n_test": len(data.test),
               "n_train_unlabelled": int(torch.isnan(data.train.weights).any(dim=1).sum())}
     if test.predictions is not None:

@@ -18,6 +18,8 @@ def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck):
     assert fer["models"]["image"]["test_accuracy_n"] == 2
     assert fer["models"]["image"]["runs"][0]["n_test"] == 28  # PrivateTest only
     assert "difference_mean" in fer["two_stream_minus_image"]
+    assert fer["models"]["two_stream"]["test_accuracy_flip_n"] == 2  # and with test-time flip
+    assert "difference_mean" in fer["two_stream_minus_image_flip"]
     saved = json.loads((tmp_path / "fer" / "summary.json").read_text())
     assert saved["models"]["blendshape"]["test_mae_mean"] == pytest.approx(
         fer["models"]["blendshape"]["test_mae_mean"])
@@ -36,7 +38,8 @@ def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck):
     assert (tmp_path / "ck" / "confusion_two_stream.png").exists()
     table = results_table([fer, ck])
     assert "two-stream − image" in table and "FaceNet2ExpNet" in table
-    assert "two_stream" in format_summary(ck)
+    assert "two-stream − image, test-time flip" in table
+    assert "two_stream (test-time flip)" in format_summary(ck)
 
 
 def test_blendshape_reference_writes_nothing_into_the_data(tmp_path, tiny_ck, tiny_fer):

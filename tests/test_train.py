@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bsviz.train import TrainConfig, augment, load_checkpoint, model_from_checkpoint, train
+from bsviz.train import (Split, TrainConfig, augment, build_model, evaluate, load_checkpoint,
+                         model_from_checkpoint, train)
 
 TINY = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 16, "batch_size": 32,
         "progress": False, "augment": True}
@@ -77,6 +78,30 @@ def test_blendshape_and_two_stream_runs(tmp_path, tiny_ck):
         pretrained = load_checkpoint(path / "run" / "best.pt")["model"]
         for key, value in pretrained.items():
             torch.testing.assert_close(fused[f"{stream}.{key}"], value, rtol=0, atol=0)
+
+
+def test_test_time_flip_averages_the_face_and_its_mirror_image():
+    names = ("mouthSmile_L", "mouthSmile_R", "jawOpen")
+    mirror = [1, 0, 2]
+    classes = ("a", "b", "c")
+    config = TrainConfig(kind="two_stream", device="cpu", **{**TINY, "augment": False})
+    torch.manual_seed(0)
+    model = build_model(config, classes, len(names)).eval()
+    images = torch.rand(40, 1, 48, 48)
+    weights = torch.rand(40, 3)
+    weights[3] = float("nan")  # a face without a label
+    split = Split(images, torch.randint(0, 3, (40,)), weights)
+    plain = evaluate(model, split, config)
+    flipped = evaluate(model, split, config, mirror=mirror)
+    with torch.no_grad():  # the same by hand, in float32
+        a, b = model(images), model(images.flip(3))
+    probabilities = a.logits.softmax(1) + b.logits.softmax(1)
+    averaged = (a.weights + b.weights[:, mirror]) / 2
+    labelled = ~torch.isnan(weights).any(dim=1)
+    assert np.mean(flipped.predictions == probabilities.argmax(1).numpy()) > 0.95  # bf16 ties
+    assert flipped.mae == pytest.approx((averaged - weights)[labelled].abs().mean().item(), abs=2e-3)
+    assert flipped.loss == plain.loss  # the loss is of the faces as given
+    assert not np.array_equal(flipped.predictions, plain.predictions) or flipped.mae != plain.mae
 
 
 def test_two_stream_needs_labels(tmp_path, tiny_ck):
