@@ -61,7 +61,8 @@ def ck_experiment(base: TrainConfig, init_image: str, init_blendshape: str,
     return _summarise("ck+", runs, "fold", folds, out)
 
 
-METRICS = ("test_accuracy", "test_mae", "test_accuracy_flip", "test_mae_flip")
+METRICS = ("test_accuracy", "test_mae", "test_accuracy_flip", "test_mae_flip", "val_accuracy",
+           "val_mae")
 
 
 def _summarise(dataset: str, runs: dict[str, list[dict]], key: str, values: list[int],
@@ -178,14 +179,16 @@ def _regress(checkpoint_path: str | Path, paths: list[Path], cache: Path) -> np.
 
 
 def format_summary(summary: dict) -> str:
-    """A few lines: each network's test accuracy / MAE as mean +- std, and the ablation; then
-    the same with test-time flip."""
+    """A few lines: each network's test accuracy (with the mean validation accuracy that chose
+    its checkpoints) / MAE as mean +- std, and the ablation; then the same with test-time flip."""
     lines = [f"{summary['dataset']}:"]
     for suffix, note in (("", ""), ("_flip", " (test-time flip)")):
         for kind, model in summary["models"].items():
             parts = []
             if f"test_accuracy{suffix}_mean" in model:
                 parts.append(f"accuracy {_percent(model, 'test_accuracy' + suffix, ' +- ')}")
+                if not suffix and "val_accuracy_mean" in model:
+                    parts.append(f"validation {100 * model['val_accuracy_mean']:.2f} %")
             if f"test_mae{suffix}_mean" in model:
                 parts.append(f"weight MAE {model[f'test_mae{suffix}_mean']:.4f} +- "
                              f"{model[f'test_mae{suffix}_std']:.4f}")

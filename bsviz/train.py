@@ -479,7 +479,9 @@ def _final_test(cfg, net, data, out_dir) -> dict:
     net.load_state_dict(best["model"])
     test = evaluate(net, data.test, cfg)
     flipped = evaluate(net, data.test, cfg, mirror=data.mirror)
-    result = {"best_epoch": best["epoch"] + 1, "test_loss": test.loss,
+    chosen = best["history"][-1]  # the validation scores that chose this checkpoint
+    result = {"best_epoch": best["epoch"] + 1, "val_accuracy": chosen["val_accuracy"],
+              "val_mae": chosen["val_mae"], "test_loss": test.loss,
               "test_accuracy": test.accuracy, "test_mae": test.mae,
               "test_accuracy_flip": flipped.accuracy, "test_mae_flip": flipped.mae,
               "n_test": len(data.test),

@@ -19,6 +19,10 @@ def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck):
     assert fer["models"]["image"]["runs"][0]["n_test"] == 28  # PrivateTest only
     assert "difference_mean" in fer["two_stream_minus_image"]
     assert fer["models"]["two_stream"]["test_accuracy_flip_n"] == 2  # and with test-time flip
+    assert fer["models"]["image"]["val_accuracy_n"] == 2  # the scores that chose the checkpoints
+    image_run = json.loads((tmp_path / "fer" / "image" / "seed0" / "result.json").read_text())
+    history = json.loads((tmp_path / "fer" / "image" / "seed0" / "history.json").read_text())
+    assert image_run["val_accuracy"] == history[image_run["best_epoch"] - 1]["val_accuracy"]
     assert "difference_mean" in fer["two_stream_minus_image_flip"]
     saved = json.loads((tmp_path / "fer" / "summary.json").read_text())
     assert saved["models"]["blendshape"]["test_mae_mean"] == pytest.approx(
