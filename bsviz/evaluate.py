@@ -87,10 +87,9 @@ def _summarise(dataset: str, runs: dict[str, list[dict]], key: str, values: list
         summary["classes"] = results[0]["classes"]
     if "image" in runs and "two_stream" in runs:
         for suffix in ("", "_flip"):
-            gains = [t.get("test_accuracy" + suffix) - i.get("test_accuracy" + suffix)
-                     for i, t in zip(runs["image"], runs["two_stream"])
-                     if i.get("test_accuracy" + suffix) is not None
-                     and t.get("test_accuracy" + suffix) is not None]
+            pairs = [(i.get("test_accuracy" + suffix), t.get("test_accuracy" + suffix))
+                     for i, t in zip(runs["image"], runs["two_stream"])]
+            gains = [t - i for i, t in pairs if i is not None and t is not None]
             if gains:
                 summary["two_stream_minus_image" + suffix] = _mean_std(gains, "difference")
     with atomic_path(out / "summary.json") as tmp:
