@@ -30,10 +30,10 @@ import httpx
 import numpy as np
 import torch
 
-from bsviz import app
-from bsviz.blend import blend
-from bsviz.export import save_mesh
-from bsviz.faces import default_finder
+from bsviz.assets import example_paths
+from bsviz.rig.blend import blend
+from bsviz.rig.export import save_mesh
+from bsviz.ui import app
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ck+48"
 
@@ -42,7 +42,7 @@ def images() -> list[Path]:
     """The example renders and, when ../shared is there, two CK+ faces of each class."""
     ck = [p for d in sorted(SHARED.iterdir()) for p in sorted(d.glob("*.png"))[:2]] \
         if SHARED.is_dir() else []
-    return app.EXAMPLES + ck
+    return example_paths() + ck
 
 
 def percentiles(seconds: list[float]) -> str:
@@ -59,11 +59,11 @@ def timed(fn, *args):
 def stages(paths: list[Path], rounds: int) -> None:
     """Per-stage latency in this process, the serving thread count."""
     engine = app.engine()
-    predictor, finder = engine.predictor, default_finder()
+    predictor, finder = engine.predictor, engine.predictor.finder
     times: dict[str, list[float]] = {k: [] for k in (
         "face finding (MediaPipe)", "networks (two-stream CNN)", "blending (53 shapes)",
         "GLB export", "whole handler (on_photo)", "rendered still (after the GLB)")}
-    tmp = app.WORK_DIR / "bench"
+    tmp = engine.out_dir / "bench"
     tmp.mkdir(exist_ok=True)
     app.on_photo(str(paths[0]))  # warm up
     for _ in range(rounds):
@@ -74,7 +74,7 @@ def stages(paths: list[Path], rounds: int) -> None:
             times["networks (two-stream CNN)"].append(t)
             vertices, t = timed(blend, engine.rig, weights[0])
             times["blending (53 shapes)"].append(t)
-            _, t = timed(save_mesh, tmp / "face.glb", vertices, engine.faces, engine.colours)
+            _, t = timed(save_mesh, tmp / "face.glb", vertices, engine.triangles, engine.colours)
             times["GLB export"].append(t)
             _, t = timed(app.on_photo, str(path))
             times["whole handler (on_photo)"].append(t)
@@ -91,7 +91,7 @@ def serve(model: str | None) -> tuple[str, subprocess.Popen]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "bsviz.cli", "app", "--port", str(port)]
+    command = [sys.executable, "-m", "bsviz.ui.cli", "app", "--port", str(port)]
     process = subprocess.Popen(command + (["--model", model] if model else []),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"

@@ -23,8 +23,9 @@ import time
 import numpy as np
 import torch
 
-from bsviz.blend import BlendLayer, blend
-from bsviz.rig import load_rig
+from bsviz.rig.blend import blend
+from bsviz.rig.layer import BlendLayer
+from bsviz.rig.rig import load_rig
 
 
 def best_seconds(fn, repeats: int, warmup: int = 2) -> float:
@@ -131,7 +132,7 @@ def main() -> None:
             results["cuda_device"] = torch.cuda.get_device_name()
     results["peak_rss_after_blend_MB"] = peak_rss_mb()
 
-    from bsviz.render import Renderer
+    from bsviz.rig.render import Renderer
 
     face = blend(rig, {"jawOpen": 0.4, "mouthSmile_L": 0.8, "mouthSmile_R": 0.8})
     with Renderer(rig, size=512) as renderer:

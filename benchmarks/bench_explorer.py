@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bsviz.explorer import BlendshapeExplorer
+from bsviz.ui.explorer import BlendshapeExplorer
 
 
 def timings(step: Callable[[float], object], n: int) -> np.ndarray:
@@ -40,7 +40,7 @@ def main() -> None:
 
     explorer = BlendshapeExplorer(presets={})
     rig = explorer.rig
-    print(f"rig: {rig.n_vertices} vertices, {len(explorer.faces)} triangles drawn, "
+    print(f"rig: {rig.n_vertices} vertices, {len(explorer.triangles)} triangles drawn, "
           f"{rig.n_shapes} + {len(rig.identity_names)} sliders; {n} updates per case")
 
     def slider(name: str) -> Callable[[float], None]:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bsviz import faces
-from bsviz.data import fer_split
-from bsviz.labels import Labels, class_means, label_dataset, top_table
+from bsviz.fer.data import fer_split
+from bsviz.fer.labels import Labels, class_means, label_dataset, top_table
+from bsviz.vision import faces
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("ck+48", "fer2013")

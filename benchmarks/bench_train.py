@@ -16,7 +16,9 @@ import time
 
 import torch
 
-from bsviz.train import TrainConfig, _autocast, _losses, augment, build_model
+from bsviz.fer.augment import augment
+from bsviz.fer.models import training_loss
+from bsviz.fer.train import TrainConfig, _autocast, build_model
 
 CLASSES = ("anger", "disgust", "fear", "happy", "neutral", "sadness", "surprise")
 
@@ -34,7 +36,7 @@ def train_speed(kind: str, device: torch.device, amp: str, steps: int, batch: in
         xa, wa = augment(x, w, list(range(53)), gen)
         with _autocast(cfg, device):
             out = model(xa.to(device).contiguous(memory_format=torch.channels_last))
-        loss, _, _ = _losses(cfg, out, y.to(device), wa.to(device))
+        loss = training_loss(out, y.to(device), wa.to(device), cfg.label_smoothing)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

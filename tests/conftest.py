@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bsviz.rig import Rig, load_rig
+from bsviz.rig.rig import Rig, load_rig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -39,7 +39,7 @@ def tiny_ck(shared, tmp_path_factory):
     """A 105-image CK+ (15 a class, many subjects) and its MediaPipe labels (ck.npz)."""
     import shutil
 
-    from bsviz.labels import label_dataset
+    from bsviz.fer.labels import label_dataset
 
     root = tmp_path_factory.mktemp("data")
     for folder in sorted((shared / "data" / "ck+48").iterdir()):
@@ -55,7 +55,7 @@ def tiny_fer(shared, tmp_path_factory):
     """A 126-image FER2013 (per class 10 train, 4 PublicTest, 4 PrivateTest) and its labels."""
     import shutil
 
-    from bsviz.labels import label_dataset
+    from bsviz.fer.labels import label_dataset
 
     root = tmp_path_factory.mktemp("data")
     for split, prefixes in (("train", {"Training": 10}), ("test", {"PublicTest": 4, "PrivateTest": 4})):

@@ -22,11 +22,12 @@ import pytest
 import trimesh
 from PIL import Image
 
-from bsviz import app
-from bsviz.blend import blend
-from bsviz.cli import main
-from bsviz.predict import SHIPPED_MODEL
-from bsviz.rig import read_obj
+from bsviz.assets import example_paths, model_path
+from bsviz.fer.checkpoints import CheckpointError
+from bsviz.rig.blend import blend
+from bsviz.rig.obj import read_obj
+from bsviz.ui import app
+from bsviz.ui.cli import main
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,9 +41,10 @@ K = 53
 def checkpoint(request, tmp_path_factory) -> Path:
     """The shipped model, or until it ships a tiny two-stream one trained for one epoch on
     conftest's 105-image CK+ (~10 s)."""
-    if SHIPPED_MODEL.exists():
-        return SHIPPED_MODEL
-    from bsviz.train import TrainConfig, pack_checkpoint, train
+    if model_path().exists():
+        return model_path()
+    from bsviz.fer.checkpoints import pack_checkpoint
+    from bsviz.fer.train import TrainConfig, train
 
     data, out = request.getfixturevalue("tiny_ck"), tmp_path_factory.mktemp("tiny_model")
     train(TrainConfig(kind="two_stream", dataset="ck+", data_dir=str(data),
@@ -83,12 +85,12 @@ def inputs(shared, tmp_path_factory) -> Path:
     (d / "truncated.png").write_bytes(raw[: len(raw) // 2])
     (d / "corrupt.png").write_bytes(raw[:100] + bytes(b ^ 0x55 for b in raw[100:400]) + raw[400:])
     png_zeros(d / "bomb.png", 20000, 20000)
-    png_zeros(d / "large.png", 8000, 6000)
+    png_zeros(d / "large.png", 9000, 6000)
     Image.new("RGB", (1, 1)).save(d / "one_pixel.png")
     Image.new("RGB", (200, 200), (128, 128, 128)).save(d / "blank.png")
     shutil.copy(happy, d / "gray.png")
     Image.fromarray(np.asarray(Image.open(happy), np.uint16) * 257).save(d / "gray16.png")
-    render = {p.stem: Image.open(p).convert("RGB") for p in app.EXAMPLES}
+    render = {p.stem: Image.open(p).convert("RGB") for p in example_paths()}
     rgba = render["happy"].convert("RGBA")
     rgba.putalpha(200)
     rgba.save(d / "rgba.png")
@@ -104,7 +106,7 @@ def inputs(shared, tmp_path_factory) -> Path:
     ("truncated.png", "cannot decode truncated.png: the file is damaged or truncated"),
     ("corrupt.png", "cannot decode corrupt.png: the file is damaged or truncated"),
     ("bomb.png", "bomb.png is too large to open safely"),
-    ("large.png", "large.png is too large: 8000x6000 px (48 Mpx); the limit is 40 Mpx"),
+    ("large.png", "large.png is too large: 9000x6000 px (54 Mpx); the limit is 50 Mpx"),
     ("one_pixel.png", "one_pixel.png is too small: 1x1 px"),
     ("blank.png", "no face found in blank.png (200x200 RGB)"),
 ])
@@ -130,7 +132,7 @@ def test_gray_16_bit_and_rgba_photos_work(engine, inputs, name, described):
 
 
 def test_webcam_frames_are_checked_and_analysed(engine):
-    frame = np.asarray(Image.open(app.EXAMPLES[0]).convert("RGB"))
+    frame = np.asarray(Image.open(example_paths()[0]).convert("RGB"))
     assert "in the webcam frame (256x256)" in app.on_photo(frame)[0]
     with pytest.warns(UserWarning, match="the webcam frame is too small: 8x8 px"):
         app.on_photo(np.zeros((8, 8, 3), np.uint8))
@@ -147,14 +149,14 @@ def test_several_faces_use_the_largest_and_say_so(engine, inputs):
 
 def test_example_face_gives_probabilities_weights_and_a_glb(engine, rig):
     status, shown, label, weights_plot, compare_plot, glb, *weights = app.on_photo(
-        str(app.EXAMPLES[0]))
+        str(example_paths()[0]))
     assert not status.startswith("Error") and max(label, key=label.get) in status
     assert set(label) == set(engine.classes)
     assert sum(label.values()) == pytest.approx(1, abs=1e-4)
     assert len(weights) == K and all(0 <= w <= 1 for w in weights)
     assert shown.shape == (app.SHOW_SIZE, app.SHOW_SIZE, 3)
     assert len(weights_plot.data) == 6 and len(compare_plot.data) == 2  # 6 regions; ours, MediaPipe
-    assert Path(glb).is_relative_to(app.WORK_DIR)
+    assert Path(glb).is_relative_to(engine.out_dir)
     mesh = trimesh.load(glb, force="mesh", process=False)
     np.testing.assert_allclose(mesh.vertices, blend(rig, weights) / 100, atol=1e-6)  # metres
 
@@ -188,7 +190,7 @@ def test_export_writes_glb_obj_and_weights_json(engine, rig):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """A 2 s, 20 fps WebM: the rig from neutral to a smile and back; frames 18-20 are blank."""
-    neutral, happy = (np.asarray(Image.open(app.EXAMPLES[0].with_name(n)).convert("RGB"),
+    neutral, happy = (np.asarray(Image.open(example_paths()[0].with_name(n)).convert("RGB"),
                                  np.float32) for n in ("neutral.png", "happy.png"))
     path = tmp_path_factory.mktemp("video") / "clip.webm"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), 20, (256, 256))
@@ -239,7 +241,7 @@ def test_app_without_a_model_fails_at_start_naming_the_file(tmp_path, capsys, mo
     err = capsys.readouterr().err.strip()
     assert err == f"bsviz: error: no such checkpoint: {missing}"
     monkeypatch.setenv(app.MODEL_ENV, str(missing))
-    with pytest.raises(FileNotFoundError, match=str(missing)):
+    with pytest.raises(CheckpointError, match=str(missing)):
         app.load()
 
 
@@ -258,7 +260,7 @@ def server(checkpoint, tmp_path_factory):
     port, cwd = free_port(), tmp_path_factory.mktemp("server")
     log = cwd / "app.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "bsviz.cli", "app", "--port", str(port),
+        process = subprocess.Popen([sys.executable, "-m", "bsviz.ui.cli", "app", "--port", str(port),
                                     "--model", str(checkpoint)],
                                    cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -300,7 +302,7 @@ def test_browser_upload_edit_and_bad_file(server, shared, tmp_path):
             upload.set_input_files(shared / "data" / HAPPY)
             page.wait_for_function("document.querySelector('#status textarea').value !== ''")
             shown = page.locator("#expression [data-testid=label-output-value]").inner_text()
-            if SHIPPED_MODEL.exists():
+            if model_path().exists():
                 assert shown == "happy"
             else:
                 assert shown in {"anger", "contempt", "disgust", "fear", "happy", "sadness",

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import torch
-
-from bsviz.blend import BlendLayer, WeightError, WeightRangeWarning, blend, weight_vector
 from conftest import obj_vertices
+
+from bsviz.rig.blend import WeightError, WeightRangeWarning, blend, weight_vector
+from bsviz.rig.layer import BlendLayer
 
 
 @pytest.mark.parametrize("shape", ["jawOpen", "mouthSmile_L", "eyeBlink_L"])

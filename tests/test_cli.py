@@ -4,11 +4,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import obj_vertices
 from PIL import Image
 
-from bsviz.cli import main
-from bsviz.rig import read_obj
-from conftest import obj_vertices
+from bsviz.rig.obj import read_obj
+from bsviz.ui.cli import main
 
 
 def test_blend_writes_the_jaw_open_obj(ict_dir, tmp_path):
@@ -73,7 +73,7 @@ def test_out_of_range_warns_on_stderr(tmp_path, capsys):
 
 
 def test_console_script_demo(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bsviz.cli", "demo", "--out-dir", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "bsviz.ui.cli", "demo", "--out-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     made = sorted(p.name for p in tmp_path.iterdir())

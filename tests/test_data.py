@@ -5,12 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from bsviz import data
-from bsviz.data import DataError
-
 from conftest import SHARED  # noqa: E402
+
+from bsviz.fer import data
+from bsviz.fer.data import DataError
+from bsviz.vision.image import ImageError
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +72,6 @@ def test_load_folder_and_images(ck, tmp_path):
     assert data.load_images(ds.paths, size=32, cache_dir=tmp_path / "cache").min() >= 1
 
 
-def test_read_rgb_formats():
-    gray = np.arange(48 * 64, dtype=np.uint8).reshape(48, 64)
-    rgb = np.stack([gray] * 3, axis=-1)
-    for image in (gray, gray[..., None], np.dstack([rgb, gray]), gray.astype(np.uint16) * 257,
-                  gray / 255.0, Image.fromarray(gray), Image.fromarray(rgb).convert("RGBA"),
-                  Image.fromarray(gray.astype(np.uint16) * 257)):
-        assert np.array_equal(data.read_rgb(image), rgb)
-    with pytest.raises(DataError, match="expected an"):
-        data.read_rgb(np.zeros((4, 4, 2), np.uint8))
-
-
 def test_bad_input_errors_name_the_path(tmp_path):
     with pytest.raises(DataError, match="dataset folder not found: .*nowhere"):
         data.load_folder(tmp_path / "nowhere")
@@ -93,7 +81,7 @@ def test_bad_input_errors_name_the_path(tmp_path):
     bad = tmp_path / "happy" / "broken.png"
     bad.write_bytes(b"\x89PNG not really")
     ds = data.load_folder(tmp_path)
-    with pytest.raises(DataError, match=f"cannot read image {bad}") as err:
+    with pytest.raises(ImageError, match="broken.png is not an image file") as err:
         data.load_images(ds.paths)
     assert "\n" not in str(err.value)
     with pytest.raises(DataError, match="not a CK\\+ file name"):
@@ -141,10 +129,3 @@ def test_copy_sample_keeps_layout_and_spreads_over_names(shared, tmp_path):
         data.copy_sample(tmp_path / "empty", tmp_path / "x", 3)
 
 
-def test_check_image_size_names_the_image_and_the_limit():
-    data.check_image_size("a.png", 640, 480)
-    with pytest.raises(data.DataError, match=r"a.png is too large: 8000x6000 px \(48 Mpx\)"):
-        data.check_image_size("a.png", 8000, 6000)
-    with pytest.raises(data.DataError, match="a.png is too small: 8x300 px"):
-        data.check_image_size("a.png", 8, 300)
-    data.check_image_size("b.png", 8, 300, min_side=8)

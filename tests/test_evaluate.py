@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from bsviz.evaluate import ck_experiment, fer2013_experiment, format_summary, results_table
-from bsviz.train import TrainConfig
+from bsviz.fer.experiments import ck_experiment, fer2013_experiment
+from bsviz.fer.reports import format_summary, results_table
+from bsviz.fer.train import TrainConfig
 
 TINY = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 16, "batch_size": 32,
         "progress": False, "epochs": 1, "freeze_epochs": 0}
@@ -49,9 +50,10 @@ def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck):
 def test_blendshape_reference_writes_nothing_into_the_data(tmp_path, tiny_ck, tiny_fer):
     from dataclasses import asdict
 
-    from bsviz.evaluate import blendshape_reference
-    from bsviz.models import Stream, blendshape_stream_config
-    from bsviz.train import save_checkpoint
+    from bsviz.fer.checkpoints import save_checkpoint
+    from bsviz.fer.experiments import blendshape_reference
+    from bsviz.fer.models import Stream, blendshape_stream_config
+    from bsviz.vision.scores import rig_names
 
     data = tmp_path / "data"
     data.mkdir()
@@ -59,7 +61,8 @@ def test_blendshape_reference_writes_nothing_into_the_data(tmp_path, tiny_ck, ti
     (data / "fer2013").symlink_to(tiny_fer / "fer2013")
     cfg = blendshape_stream_config(53, widths=(4, 4, 8, 8, 8, 8, 16), feature_dim=16)
     save_checkpoint(tmp_path / "bs.pt", {"kind": "blendshape", "model_config": asdict(cfg),
-                                         "model": Stream(cfg).state_dict()})
+                                         "model": Stream(cfg).state_dict(), "classes": [],
+                                         "shape_names": list(rig_names())})
     before = sorted(p.name for p in data.iterdir())
     result = blendshape_reference(data, tiny_ck / "ck.npz", tiny_fer / "fer.npz",
                                   regressor=tmp_path / "bs.pt", n_folds=2,

@@ -2,11 +2,25 @@ import numpy as np
 import pytest
 import torch
 
-from bsviz.explain import (ablation_bars, class_profiles, image_row, linear_probe, mean_by_class,
-                           render_poses, score_bars, stream_ablation, top_shape_weights,
-                           top_shapes, two_stream_outputs)
-from bsviz.models import (BlendshapeFERNet, TwoStreamConfig, blendshape_stream_config,
-                          image_stream_config)
+from bsviz.fer.explain import (
+    ablation_bars,
+    class_profiles,
+    image_row,
+    linear_probe,
+    mean_by_class,
+    render_poses,
+    score_bars,
+    stream_ablation,
+    top_shape_weights,
+    top_shapes,
+    two_stream_outputs,
+)
+from bsviz.fer.models import (
+    BlendshapeFERNet,
+    TwoStreamConfig,
+    blendshape_stream_config,
+    image_stream_config,
+)
 
 TINY = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 8}
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import trimesh
 
-from bsviz import explorer as explorer_module
-from bsviz.blend import WeightError
-from bsviz.explorer import BlendshapeExplorer, load_presets, lr_pairs
-from bsviz.rig import read_obj
+from bsviz.rig.blend import WeightError
+from bsviz.rig.obj import read_obj
+from bsviz.ui import explorer as explorer_module
+from bsviz.ui.explorer import BlendshapeExplorer, load_presets, lr_pairs
 
 HAPPY = {"mouthSmile_L": 0.8, "mouthSmile_R": 0.7, "cheekSquint_L": 0.25}
 
@@ -138,7 +138,7 @@ def test_mesh_exports_reload_with_the_current_face(rig, explorer):
     assert explorer.status.value == f"wrote {path}"
     obj = read_obj(path)
     np.testing.assert_allclose(obj.vertices, expected, atol=1e-4)
-    np.testing.assert_array_equal(obj.faces, rig.visible_faces())
+    np.testing.assert_array_equal(obj.triangles, rig.visible_triangles())
     glb = trimesh.load(explorer.export_mesh(".glb"), process=False, force="mesh")
     np.testing.assert_allclose(glb.vertices * 100, expected, atol=1e-4)  # GLB is in metres
 

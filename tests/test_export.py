@@ -10,10 +10,10 @@ import pygltflib
 import pytest
 import trimesh
 
-from bsviz.blend import blend
-from bsviz.colours import vertex_colours
-from bsviz.export import save_mesh, save_rig_glb
-from bsviz.rig import read_obj
+from bsviz.rig.blend import blend
+from bsviz.rig.colours import vertex_colours
+from bsviz.rig.export import save_mesh, save_rig_glb
+from bsviz.rig.obj import read_obj
 
 
 @pytest.fixture(scope="module")
@@ -23,22 +23,22 @@ def smile(rig):
 
 @pytest.mark.parametrize("suffix, scale", [(".obj", 1.0), (".ply", 1.0), (".glb", 100.0)])
 def test_round_trip_keeps_vertex_order(rig, smile, tmp_path, suffix, scale):
-    path = save_mesh(tmp_path / f"face{suffix}", smile, rig.visible_faces(), vertex_colours(rig))
+    path = save_mesh(tmp_path / f"face{suffix}", smile, rig.visible_triangles(), vertex_colours(rig))
     loaded = trimesh.load(path, process=False, maintain_order=True, force="mesh")
     np.testing.assert_allclose(loaded.vertices * scale, smile, atol=1e-4)  # GLB is in metres
-    np.testing.assert_array_equal(loaded.faces, rig.visible_faces())
+    np.testing.assert_array_equal(loaded.faces, rig.visible_triangles())
 
 
 def test_obj_reads_back_with_our_reader(rig, smile, tmp_path):
-    save_mesh(tmp_path / "face.obj", smile, rig.faces)
+    save_mesh(tmp_path / "face.obj", smile, rig.triangles)
     mesh = read_obj(tmp_path / "face.obj")
     np.testing.assert_allclose(mesh.vertices, smile, atol=1e-5)
-    np.testing.assert_array_equal(mesh.faces, rig.faces)
+    np.testing.assert_array_equal(mesh.triangles, rig.triangles)
 
 
 def test_unknown_format(rig, tmp_path):
     with pytest.raises(ValueError, match="unknown mesh format '.stl'"):
-        save_mesh(tmp_path / "face.stl", rig.neutral, rig.faces)
+        save_mesh(tmp_path / "face.stl", rig.neutral, rig.triangles)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -117,7 +117,7 @@ VALIDATOR = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / "g
                     reason="node or the Khronos gltf-validator (scripts/setup.sh) is missing")
 def test_glb_files_pass_the_khronos_validator(rig, smile, tmp_path):
     frames = np.random.default_rng(0).random((6, rig.n_shapes), dtype=np.float32)
-    files = [save_mesh(tmp_path / "face.glb", smile, rig.visible_faces(), vertex_colours(rig)),
+    files = [save_mesh(tmp_path / "face.glb", smile, rig.visible_triangles(), vertex_colours(rig)),
              save_rig_glb(tmp_path / "rig.glb", rig, animation=frames)]
     for path in files:
         result = subprocess.run(["node", str(Path(__file__).with_name("gltf_validate.js")),

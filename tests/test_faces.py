@@ -1,16 +1,14 @@
 """Face finding on dataset crops and synthetic photos: inputs, errors, several faces, alignment."""
 
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED  # noqa: E402
 from PIL import Image
 
-from bsviz import faces
-from bsviz.faces import NoFaceError
+from bsviz.vision import faces
+from bsviz.vision.faces import NoFaceError
 
-from conftest import SHARED  # noqa: E402
 HAPPY = SHARED / "data" / "ck+48" / "happy" / "S010_006_00000013.png"
 SURPRISE = SHARED / "data" / "ck+48" / "surprise" / "S010_002_00000014.png"
 
@@ -77,14 +75,6 @@ def test_crop_is_aligned_when_the_photo_is_rotated(finder):
     assert abs(eye_angle(tilted.landmarks) + 20) < 4  # rotate() turns counter-clockwise
     crop = (tilted.crop * 255).astype(np.uint8)
     assert abs(eye_angle(finder.find(crop).landmarks)) < 4  # eyes level in the crop
-
-
-def test_find_face_makes_one_finder_per_process(finder):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        first = faces.find_face(HAPPY)
-    assert faces.default_finder() is faces.default_finder()
-    assert np.allclose(faces.find_face(HAPPY).blendshapes, first.blendshapes)
 
 
 def test_draw_box_scales_the_image_and_draws_the_box_there():

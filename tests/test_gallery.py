@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bsviz.gallery import label_grid
+from bsviz.ui.gallery import label_grid
 
 
 def _faces(rig, n=3):

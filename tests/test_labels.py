@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED  # noqa: E402
 from PIL import Image
 
-from bsviz import data, faces, labels
+from bsviz.fer import data, labels
+from bsviz.vision import faces
+from bsviz.vision.scores import BLENDSHAPE_NAMES, ict_index, rig_names, to_ict
 
-from conftest import SHARED  # noqa: E402
 CK = SHARED / "data" / "ck+48"
 
 
@@ -49,10 +51,10 @@ def calls(monkeypatch) -> Calls:
 
 
 def test_mapping_covers_every_ict_name_once():
-    names = labels.rig_names()
+    names = rig_names()
     assert len(names) == 53
-    index = labels.ict_index(names)
-    mp = faces.BLENDSHAPE_NAMES
+    index = ict_index(names)
+    mp = BLENDSHAPE_NAMES
     pairs = {ict: mp[i] for ict, i in zip(names, index)}
     assert pairs["eyeBlink_L"] == "eyeBlinkLeft" and pairs["noseSneer_R"] == "noseSneerRight"
     assert pairs["browInnerUp_L"] == pairs["browInnerUp_R"] == "browInnerUp"
@@ -61,9 +63,9 @@ def test_mapping_covers_every_ict_name_once():
         assert pairs[movement] == movement
     assert set(mp) - set(pairs.values()) == {"_neutral"}
     with pytest.raises(ValueError, match="tongueOut"):
-        labels.ict_index(names + ("tongueOut",))
+        ict_index(names + ("tongueOut",))
     scores = np.random.default_rng(0).random((4, 52))
-    assert labels.to_ict(scores).shape == (4, 53)
+    assert to_ict(scores).shape == (4, 53)
 
 
 def test_label_dataset_shapes_cache_and_table(tiny, tmp_path, calls):

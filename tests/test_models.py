@@ -1,9 +1,16 @@
-import numpy as np
 import pytest
 import torch
 
-from bsviz.models import (BlendshapeFERNet, Stream, StreamConfig, TwoStreamConfig, blendshape_loss,
-                          blendshape_stream_config, expression_loss, image_stream_config)
+from bsviz.fer.models import (
+    BlendshapeFERNet,
+    Stream,
+    StreamConfig,
+    TwoStreamConfig,
+    blendshape_loss,
+    blendshape_stream_config,
+    expression_loss,
+    image_stream_config,
+)
 
 SMALL = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 12}
 
@@ -11,9 +18,10 @@ SMALL = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 12}
 def test_stream_shapes_and_ranges():
     images = torch.rand(5, 1, 48, 48)
     image = Stream(image_stream_config(7, **SMALL)).eval()(images)
-    assert image.features.shape == (5, 12) and image.output.shape == (5, 7)
+    assert image.features.shape == (5, 12) and image.logits.shape == (5, 7) and image.weights is None
     bs = Stream(blendshape_stream_config(53, **SMALL)).eval()(images)
-    assert bs.output.shape == (5, 53) and (bs.output >= 0).all() and (bs.output <= 1).all()
+    assert bs.weights.shape == (5, 53) and (bs.weights >= 0).all() and (bs.weights <= 1).all()
+    assert bs.logits is None
     convs = [m for m in Stream(image_stream_config(7, **SMALL)).modules()
              if isinstance(m, torch.nn.Conv2d)]
     linears = [m for m in Stream(image_stream_config(7, **SMALL)).modules()
@@ -30,7 +38,6 @@ def test_two_stream_fuses_first_fc_features():
     # O_con = h_con([F_img, F_bs]) (eqs. 6-7), recomputed by hand
     f_con = torch.cat([net.image(images).features, net.blendshape(images).features], dim=1)
     torch.testing.assert_close(out.logits, net.fusion(f_con))
-    torch.testing.assert_close(out.image_logits, net.image(images).output)
 
 
 def test_losses_match_the_equations():

@@ -1,14 +1,21 @@
 import numpy as np
 import plotly.graph_objects as go
 
-from bsviz.blend import blend
-from bsviz.plot import (by_region, compare_figure, displacement, heatmap_figure, mesh_figure,
-                        set_vertices, timeline_figure, weights_figure)
-from bsviz.rig import REGIONS, shape_region
+from bsviz.rig.blend import blend, displacement
+from bsviz.rig.rig import REGIONS, shape_region
+from bsviz.ui.plot import (
+    by_region,
+    compare_figure,
+    heatmap_figure,
+    mesh_figure,
+    set_vertices,
+    timeline_figure,
+    weights_figure,
+)
 
 
 def test_mesh_figure_holds_the_mesh(rig):
-    faces = rig.visible_faces()
+    faces = rig.visible_triangles()
     fig = mesh_figure(rig.neutral, faces)
     mesh = fig.data[0]
     assert isinstance(mesh, go.Mesh3d) and len(mesh.x) == rig.n_vertices
@@ -16,7 +23,7 @@ def test_mesh_figure_holds_the_mesh(rig):
 
 
 def test_set_vertices_updates_in_place(rig):
-    fig = go.FigureWidget(mesh_figure(rig.neutral, rig.visible_faces()))
+    fig = go.FigureWidget(mesh_figure(rig.neutral, rig.visible_triangles()))
     before = np.asarray(fig.data[0].y).copy()
     moved = blend(rig, {"jawOpen": 1.0})
     trace = fig.data[0]

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bsviz.cli import main
-from bsviz.faces import NoFaceError
-from bsviz.predict import SHIPPED_MODEL, Predictor
-from bsviz.rig import read_obj
+from bsviz.assets import model_path
+from bsviz.fer.predict import Predictor
+from bsviz.rig.obj import read_obj
+from bsviz.ui.cli import main
+from bsviz.vision.faces import NoFaceError
 
-pytestmark = pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason="no shipped model yet")
+pytestmark = pytest.mark.skipif(not model_path().exists(), reason="no shipped model yet")
 
 
 @pytest.fixture(scope="module")

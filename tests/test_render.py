@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bsviz.blend import blend
-from bsviz.colours import heat_colours
-from bsviz.plot import displacement
-from bsviz.render import BACKGROUND, Renderer, render_image, save_png
+from bsviz.rig.blend import blend, displacement
+from bsviz.rig.colours import heat_colours
+from bsviz.rig.render import BACKGROUND, Renderer, render_image, save_png
 
 SIZE = 160
 WHITE = np.uint8(np.array(BACKGROUND) * 255)

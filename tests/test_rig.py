@@ -3,10 +3,20 @@ import json
 import numpy as np
 import pytest
 import trimesh
-
-from bsviz.rig import (REGIONS, Rig, RigError, load_npz, load_obj_folder, load_rig, mesh_report,
-                       read_obj, save_npz, shape_region, vertex_normals)
 from conftest import obj_vertices
+
+from bsviz.rig.obj import RigError, read_obj
+from bsviz.rig.rig import (
+    REGIONS,
+    Rig,
+    load_npz,
+    load_obj_folder,
+    load_rig,
+    mesh_report,
+    save_npz,
+    shape_region,
+    vertex_normals,
+)
 
 
 def test_shipped_rig_matches_ict_sources(rig, shared, ict_dir):
@@ -25,11 +35,11 @@ def test_read_obj_keeps_file_order_where_trimesh_splits_seams(ict_dir):
     assert mesh.vertices.shape == (26719, 3)
     assert len(trimesh.load(path, force="mesh", process=False).vertices) != 26719
     # 25,836 quads and 548 triangles, fan-triangulated
-    assert mesh.faces.shape == (25836 * 2 + 548, 3)
+    assert mesh.triangles.shape == (25836 * 2 + 548, 3)
     assert mesh.group_names[:2] == ("M_Face", "M_BackHead") and len(mesh.group_names) == 12
     first = open(path).read().split("\nf ", 1)[1].split("\n", 1)[0]  # "874/1 12/2 871/3 873/4"
     quad = [int(t.split("/")[0]) - 1 for t in first.split()]
-    np.testing.assert_array_equal(mesh.faces[:2], [quad[:3], [quad[0], quad[2], quad[3]]])
+    np.testing.assert_array_equal(mesh.triangles[:2], [quad[:3], [quad[0], quad[2], quad[3]]])
 
 
 def test_obj_folder_with_neutral_named_matches_npz(rig, ict_dir):
@@ -102,7 +112,7 @@ def test_npz_round_trip_and_errors(rig, tmp_path):
     save_npz(rig, tmp_path / "r.npz")
     again = load_rig(tmp_path / "r.npz")
     np.testing.assert_array_equal(again.deltas, rig.deltas)
-    np.testing.assert_array_equal(again.faces, rig.faces)
+    np.testing.assert_array_equal(again.triangles, rig.triangles)
     assert again.group_names == rig.group_names and again.names == rig.names
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip")
     with pytest.raises(RigError, match="cannot read rig"):
@@ -134,11 +144,11 @@ def test_mesh_report_tells_closed_from_open():
     assert report["watertight"] is False and report["connected_components"] == 1
 
 
-def test_visible_faces_hide_eye_shells(rig):
-    visible = rig.visible_faces()
+def test_visible_triangles_hide_eye_shells(rig):
+    visible = rig.visible_triangles()
     hidden = [rig.group_names.index(g) for g in ("M_EyeOcclusion", "M_LacrimalFluid")]
-    assert len(visible) < len(rig.faces)
-    assert not np.isin(visible, rig.faces[np.isin(rig.face_groups, hidden)]).all(axis=1).any()
+    assert len(visible) < len(rig.triangles)
+    assert not np.isin(visible, rig.triangles[np.isin(rig.triangle_groups, hidden)]).all(axis=1).any()
 
 
 def test_every_ict_shape_has_a_region(rig):

@@ -3,9 +3,17 @@ import json
 import numpy as np
 import pytest
 
-from bsviz.rig import Rig
-from bsviz.synth import (BROW, LIPS, load_synth, painted_colours, pose_matrix, render_synthetic,
-                         sample_scenes, sample_weights)
+from bsviz.fer.synth import (
+    BROW,
+    LIPS,
+    load_synth,
+    painted_colours,
+    pose_matrix,
+    render_synthetic,
+    sample_scenes,
+    sample_weights,
+)
+from bsviz.rig.rig import Rig
 
 K = 53
 

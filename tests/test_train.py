@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bsviz.train import (Split, TrainConfig, augment, build_model, evaluate, load_checkpoint,
-                         model_from_checkpoint, train)
+from bsviz.fer.augment import augment
+from bsviz.fer.checkpoints import load_checkpoint, model_from_checkpoint
+from bsviz.fer.train import Split, TrainConfig, build_model, evaluate, train
 
 TINY = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 16, "batch_size": 32,
         "progress": False, "augment": True}
@@ -36,7 +37,7 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path, tiny_ck):
     assert checkpoint["config"]["epochs"] == 1 and len(checkpoint["shape_names"]) == 53
     a, b = model_from_checkpoint(checkpoint), model_from_checkpoint(checkpoint)
     x = torch.rand(4, 1, 48, 48)
-    torch.testing.assert_close(a(x).output, b(x).output, rtol=0, atol=0)
+    torch.testing.assert_close(a(x).logits, b(x).logits, rtol=0, atol=0)
     torch.save({"x": object()}, tmp_path / "unsafe.pt")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         load_checkpoint(tmp_path / "unsafe.pt")
@@ -126,7 +127,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path, tiny_ck):
     out = tmp_path / "ddp"
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-         "-m", "bsviz.cli", "train", "--dataset", "ck+", "--data-dir", str(tiny_ck),
+         "-m", "bsviz.ui.cli", "train", "--dataset", "ck+", "--data-dir", str(tiny_ck),
          "--out-dir", str(out), "--cache-dir", str(tiny_ck / "cache"), "--epochs", "1", "--batch-size", "16",
          "--widths", "4,4,8,8,8,8,16", "--feature-dim", "16", "--progress", "false"],
         capture_output=True, text=True, timeout=300)

@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bsviz.data import DataError
-from bsviz.video import VideoFrames, smooth
+from bsviz.vision.image import ImageError
+from bsviz.vision.video import VideoFrames, smooth
 
 
 def write_clip(path, n_frames, size, fps=20):
@@ -37,7 +37,7 @@ def test_long_videos_are_evenly_subsampled_and_scaled_down(tmp_path):
 
 def test_unreadable_or_tiny_videos_are_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("not a video")
-    with pytest.raises(DataError, match="notes.txt is not a readable video file"):
+    with pytest.raises(ImageError, match="notes.txt is not a readable video file"):
         VideoFrames(tmp_path / "notes.txt")
-    with pytest.raises(DataError, match="too small"):
+    with pytest.raises(ImageError, match="too small"):
         VideoFrames(write_clip(tmp_path / "tiny.webm", 3, (8, 8)))

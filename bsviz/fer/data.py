@@ -1,4 +1,4 @@
-"""Expression datasets as plain data, image loading, and subject-independent folds.
+"""Expression datasets as plain data, network input images, and subject-independent folds.
 
 A dataset is a list of image paths with integer labels into its own ordered class
 list (7 classes each for CK+ and FER2013). Class names are canonical names from
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bsviz.files import atomic_path
+from bsviz.vision.image import read_gray
 
 EXPRESSIONS = ("anger", "contempt", "disgust", "fear", "happy", "neutral", "sadness", "surprise")
 ALIASES = {"angry": "anger", "sad": "sadness"}  # dataset folder name -> canonical name
@@ -31,9 +31,6 @@ CK_CLASSES = ("anger", "contempt", "disgust", "fear", "happy", "sadness", "surpr
 FER_CLASSES = ("anger", "disgust", "fear", "happy", "neutral", "sadness", "surprise")
 FER_SPLITS = {"Training": "train", "PublicTest": "public_test", "PrivateTest": "private_test"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-SIXTEEN_BIT = ("I;16", "I;16L", "I;16B")  # PIL modes of 16-bit gray images
-MAX_PIXELS = 40_000_000  # larger uploads are refused from their header, before decoding
-MIN_SIDE = 16            # px; smaller images cannot show a face
 
 _CK_NAME = re.compile(r"S(\d+)_(\d+)_(\d+)")  # S<subject>_<sequence>_<frame>
 
@@ -171,58 +168,6 @@ def copy_sample(src: str | Path, dst: str | Path, per_class: int) -> Path:
 
 
 # --------------------------------------------------------------------------- images
-
-
-def check_image_size(what: str, width: int, height: int, max_pixels: int = MAX_PIXELS,
-                     min_side: int = MIN_SIDE) -> None:
-    """Raise DataError unless a width x height image (``what``: its name) could show a face
-    and is small enough to decode safely."""
-    if width * height > max_pixels:
-        raise DataError(f"{what} is too large: {width}x{height} px ({width * height / 1e6:.0f} "
-                        f"Mpx); the limit is {max_pixels / 1e6:.0f} Mpx")
-    if min(width, height) < min_side:
-        raise DataError(f"{what} is too small: {width}x{height} px; a face needs at least "
-                        f"{min_side} px a side")
-
-
-def read_rgb(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
-    """Any image as (H, W, 3) uint8 RGB.
-
-    Accepts a path, a PIL image or an array: gray (H, W) / (H, W, 1), RGB, RGBA
-    (alpha dropped); uint8, 16-bit integers (scaled by 1/257) or floats in [0, 1].
-    Arrays are taken as RGB, not OpenCV's BGR. EXIF rotation of files is applied.
-    """
-    if isinstance(image, (str, Path)):
-        path = image
-        try:
-            with Image.open(path) as im:
-                image = ImageOps.exif_transpose(im)
-                image.load()
-        except (OSError, UnidentifiedImageError, SyntaxError) as e:
-            raise DataError(f"cannot read image {path}: {e}") from None
-    if isinstance(image, Image.Image) and image.mode not in ("L", "RGB", "I", *SIXTEEN_BIT):
-        image = image.convert("RGB")  # palette, alpha, CMYK...; 16-bit modes are scaled below
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] in (1, 3, 4):
-        a = a[..., 0] if a.shape[2] == 1 else a[..., :3]
-    if not (a.ndim == 2 or a.ndim == 3 and a.shape[2] == 3) or 0 in a.shape:
-        raise DataError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
-    if a.dtype == bool or a.dtype.kind == "f":
-        a = np.clip(a * 255.0 + 0.5, 0, 255)  # [0, 1]
-    elif a.dtype.kind in "iu" and a.dtype.itemsize > 1:
-        a = np.clip(a / 257 + 0.5, 0, 255)  # 16-bit (PIL reads 16-bit PNGs as int32 'I')
-    elif a.dtype != np.uint8:
-        raise DataError(f"unsupported image dtype {a.dtype}")
-    a = a.astype(np.uint8)
-    return np.ascontiguousarray(np.stack([a] * 3, axis=-1) if a.ndim == 2 else a)
-
-
-def read_gray(path: str | Path, size: int = 48) -> np.ndarray:
-    """(size, size) float32 in [0, 1]: an image file as grayscale, resized if needed."""
-    gray = Image.fromarray(read_rgb(path)).convert("L")  # ITU-R 601 luma, as OpenCV's
-    if gray.size != (size, size):
-        gray = gray.resize((size, size), Image.BICUBIC if gray.width < size else Image.LANCZOS)
-    return np.asarray(gray, dtype=np.float32) / 255
 
 
 def load_images(paths: list[Path], size: int = 48, cache_dir: str | Path | None = None

@@ -1,4 +1,5 @@
-"""The paper's experiments: CK+ folds and FER2013 seeds, summaries, references, plots."""
+"""The paper's experiments: FER2013 over seeds, CK+ over folds, their summaries, and the
+blendshape-only references."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from bsviz.explain import linear_probe
+from bsviz.fer import data as datasets
+from bsviz.fer.checkpoints import load_checkpoint, model_from_checkpoint
+from bsviz.fer.explain import linear_probe
+from bsviz.fer.labels import load_labels
+from bsviz.fer.reports import confusion_figure, save_figure
+from bsviz.fer.synth import load_synth
+from bsviz.fer.train import TrainConfig, train
 from bsviz.files import atomic_path
-from bsviz.train import TrainConfig, train
 
 
 def run_once(cfg: TrainConfig) -> dict:
@@ -107,9 +111,6 @@ def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels
     CK+: the same subject-independent folds as the networks. FER2013: train -> PrivateTest;
     images where MediaPipe found no face count as errors for the MediaPipe features.
     """
-    from bsviz import data as datasets
-    from bsviz.labels import load_labels
-
     data_dir = Path(data_dir)
     ck = datasets.load_ck(data_dir / "ck+48")
     fer = datasets.load_fer2013(data_dir / "fer2013")
@@ -119,7 +120,8 @@ def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels
         rows = labels.rows(ds.paths, data_dir / ("ck+48" if name == "ck+" else "fer2013"))
         features = {"mediapipe": (labels.scores[rows], labels.detected[rows])}
         if regressor is not None:
-            regressed = _regress(regressor, ds.paths, Path(cache_dir))
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            regressed = _regress(regressor, datasets.load_images(ds.paths, cache_dir=cache_dir))
             features["regressed"] = (regressed, np.ones(len(ds), bool))
         for feature, (x, ok) in features.items():
             if name == "ck+":
@@ -146,16 +148,8 @@ def synthetic_mae(checkpoint_path: str | Path, synth_path: str | Path) -> dict:
     """How well a blendshape stream recovers known weights: MAE against the exact weights of
     synthetic renders (``bsviz synth``), next to MediaPipe's MAE on the same crops and a
     constant guess (the mean weights)."""
-    from bsviz.synth import load_synth
-    from bsviz.train import load_checkpoint, model_from_checkpoint
-
     synth = load_synth(synth_path)
-    model = model_from_checkpoint(load_checkpoint(checkpoint_path)).float()
-    stream = getattr(model, "blendshape", model)
-    images = torch.from_numpy(synth.images.astype(np.float32) / 255)
-    with torch.no_grad():
-        ours = torch.cat([stream(images[i:i + 1024]).output
-                          for i in range(0, len(images), 1024)]).numpy()
+    ours = _regress(checkpoint_path, synth.images.astype(np.float32) / 255)
     exact = synth.weights
     seen = ~np.isnan(synth.mediapipe_weights).any(axis=1)
     return {"n": len(exact), "ours": float(np.abs(ours - exact).mean()),
@@ -163,88 +157,14 @@ def synthetic_mae(checkpoint_path: str | Path, synth_path: str | Path) -> dict:
             "constant_guess": float(np.abs(exact.mean(axis=0) - exact).mean())}
 
 
-def _regress(checkpoint_path: str | Path, paths: list[Path], cache: Path) -> np.ndarray:
-    """(N, K) blendshape weights regressed by a checkpoint's blendshape stream."""
-    from bsviz import data as datasets
-    from bsviz.train import load_checkpoint, model_from_checkpoint
-
+def _regress(checkpoint_path: str | Path, images: np.ndarray) -> np.ndarray:
+    """(N, K) blendshape weights regressed from images (N, 1, H, W) in [0, 1] by a checkpoint's
+    blendshape stream."""
     model = model_from_checkpoint(load_checkpoint(checkpoint_path)).float()
-    stream = getattr(model, "blendshape", model)
-    cache.mkdir(parents=True, exist_ok=True)
-    images = torch.from_numpy(datasets.load_images(paths, cache_dir=cache))
+    stream = model.streams()["blendshape"]
+    x = torch.from_numpy(np.ascontiguousarray(images, np.float32))
     with torch.no_grad():
-        return torch.cat([stream(images[i:i + 1024]).output
-                          for i in range(0, len(images), 1024)]).numpy()
-
-
-def format_summary(summary: dict) -> str:
-    """A few lines: each network's test accuracy (with the mean validation accuracy that chose
-    its checkpoints) / MAE as mean +- std, and the ablation; then the same with test-time flip."""
-    lines = [f"{summary['dataset']}:"]
-    for suffix, note in (("", ""), ("_flip", " (test-time flip)")):
-        for kind, model in summary["models"].items():
-            parts = []
-            if f"test_accuracy{suffix}_mean" in model:
-                parts.append(f"accuracy {_percent(model, 'test_accuracy' + suffix, ' +- ')}")
-                if not suffix and "val_accuracy_mean" in model:
-                    parts.append(f"validation {100 * model['val_accuracy_mean']:.2f} %")
-            if f"test_mae{suffix}_mean" in model:
-                parts.append(f"weight MAE {model[f'test_mae{suffix}_mean']:.4f} +- "
-                             f"{model[f'test_mae{suffix}_std']:.4f}")
-            if parts:
-                lines.append(f"  {kind + note:<28} " + "; ".join(parts))
-        gain = summary.get("two_stream_minus_image" + suffix)
-        if gain:
-            lines.append(f"  {'two-stream - image' + note:<28} {_points(gain, ' +- ')}")
-    return "\n".join(lines)
-
-
-def _percent(values: dict, name: str, pm: str = " ± ") -> str:
-    """'65.30 ± 0.65 % (n=2)' from the ``name``_mean / _std / _n entries of a summary."""
-    return (f"{100 * values[name + '_mean']:.2f}{pm}{100 * values[name + '_std']:.2f} % "
-            f"(n={values[name + '_n']})")
-
-
-def _points(gain: dict, pm: str = " ± ") -> str:
-    """'+0.75 ± 0.39 points (n=2)' from a paired difference in a summary."""
-    return (f"{100 * gain['difference_mean']:+.2f}{pm}{100 * gain['difference_std']:.2f} points "
-            f"(n={gain['difference_n']})")
-
-
-REFERENCES = {
-    "fer2013": "73.28 % single model, PrivateTest (VGG variant, Khaireddin & Chen 2021); "
-               "58.4 % the `fer` package's shipped model on this test folder",
-    "ck+": "96.8 % (8 classes) / 98.6 % (6 classes), FaceNet2ExpNet, subject-independent 10-fold",
-}
-
-
-def results_table(summaries: list[dict], reference: dict | None = None) -> str:
-    """A markdown table of experiment summaries (``fer2013_experiment``, ``ck_experiment``)
-    and the blendshape-only reference, next to published figures."""
-    rows = ["| data, protocol | network | accuracy (mean ± std, n) | weight MAE | published |",
-            "| --- | --- | ---: | ---: | --- |"]
-    for summary in summaries:
-        protocol = ("FER2013 PrivateTest, per seed" if summary["dataset"] == "fer2013"
-                    else "CK+ subject-independent 10-fold, per fold")
-        for suffix, note in (("", ""), ("_flip", ", test-time flip")):
-            for kind, model in summary["models"].items():
-                acc = (_percent(model, "test_accuracy" + suffix)
-                       if f"test_accuracy{suffix}_mean" in model else "-")
-                mae = (f"{model[f'test_mae{suffix}_mean']:.4f}"
-                       if f"test_mae{suffix}_mean" in model else "-")
-                published = REFERENCES[summary["dataset"]] if kind == "image" and not suffix else ""
-                if acc != "-" or mae != "-":
-                    rows.append(f"| {protocol} | {kind}{note} | {acc} | {mae} | {published} |")
-            gain = summary.get("two_stream_minus_image" + suffix)
-            if gain:
-                rows.append(f"| {protocol} | two-stream − image{note} | {_points(gain)} | | "
-                            "paper: about +0.5 points |")
-    for name, value in (reference or {}).items():
-        acc = (_percent(value, "accuracy") if "accuracy_mean" in value
-               else f"{100 * value['accuracy']:.2f} %")
-        dataset, feature = name.split(" ", 1)
-        rows.append(f"| {dataset} | logistic regression on {feature} blendshapes | {acc} | | |")
-    return "\n".join(rows)
+        return torch.cat([stream(x[i:i + 1024]).weights for i in range(0, len(x), 1024)]).numpy()
 
 
 def _mean_std(values: list, name: str) -> dict:
@@ -255,51 +175,3 @@ def _mean_std(values: list, name: str) -> dict:
             f"{name}_n": len(values)}
 
 
-def curves_figure(history: list[dict], title: str = "") -> Figure:
-    """Losses (train, validation) and the validation score per epoch of a run's history."""
-    epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    ax_loss, ax_score = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{title} loss".strip())
-    ax_loss.legend()
-    for key, label in (("val_accuracy", "validation accuracy"), ("val_mae", "validation MAE")):
-        if history and history[0][key] is not None:
-            ax_score.plot(epochs, [h[key] for h in history], "o-", label=label)
-    ax_score.set(xlabel="epoch", title=f"{title} validation".strip())
-    ax_score.legend()
-    for ax in (ax_loss, ax_score):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return fig
-
-
-def confusion_figure(confusion: np.ndarray, classes: list[str]) -> Figure:
-    """A row-normalised confusion matrix (rows: true class), each cell with its count."""
-    confusion = np.asarray(confusion)
-    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(6, 5), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted",
-           ylabel="true", title=f"accuracy {np.trace(confusion) / confusion.sum():.3f}")
-    ax.set_xticklabels(classes, rotation=45, ha="right")
-    ax.set_yticklabels(classes)
-    for i, j in np.ndindex(confusion.shape):
-        ax.text(j, i, f"{rates[i, j]:.2f}\n({confusion[i, j]})", ha="center", va="center",
-                fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
-    return fig
-
-
-def plot_run(out_dir: str | Path, history: list[dict], confusion: list[list[int]] | None,
-             classes: list[str]) -> None:
-    """``curves.png`` and (given a confusion matrix) ``confusion.png`` in ``out_dir``."""
-    save_figure(Path(out_dir) / "curves.png", curves_figure(history))
-    if confusion is not None:
-        save_figure(Path(out_dir) / "confusion.png", confusion_figure(confusion, classes))
-
-
-def save_figure(path: str | Path, fig: Figure) -> None:
-    """A matplotlib figure as a PNG, written atomically (no pyplot: no backend is switched)."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from bsviz.blend import blend
-from bsviz.models import BlendshapeFERNet
-from bsviz.rig import Rig
+from bsviz.fer.models import BlendshapeFERNet
+from bsviz.rig.blend import blend
+from bsviz.rig.rig import Rig
 
 
 @dataclass
@@ -74,7 +74,7 @@ def two_stream_outputs(model: BlendshapeFERNet, images: np.ndarray | torch.Tenso
         img, bs = model.image(x), model.blendshape(x)
         parts["img"].append(img.features.cpu())
         parts["bs"].append(bs.features.cpu())
-        parts["w"].append(bs.output.cpu())
+        parts["w"].append(bs.weights.cpu())
     img, bs = torch.cat(parts["img"]), torch.cat(parts["bs"])
     logits = fusion_logits(model, img, bs)
     return Outputs(logits, _softmax(logits), torch.cat(parts["w"]).numpy(), img.numpy(),
@@ -300,7 +300,7 @@ def render_poses(rig: Rig, weights: np.ndarray, size: int = 384,
                  crop: bool = True) -> list[np.ndarray]:
     """uint8 RGB front renders of the rig posed with each row of ``weights`` (C, K): (size, size,
     3), or with ``crop`` only the face from brows to chin (``FACE_BOX``), where expressions show."""
-    from bsviz.render import Renderer  # OpenGL only when rendering
+    from bsviz.rig.render import Renderer  # OpenGL only when rendering
 
     top, bottom, left, right = (round(f * size) for f in FACE_BOX) if crop else (0, size, 0, size)
     with Renderer(rig, size) as renderer:

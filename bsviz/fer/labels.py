@@ -1,12 +1,5 @@
-"""MediaPipe's 52 blendshape scores -> the rig's 53 ICT weights, and dataset pseudo-labels.
-
-MediaPipe names follow ARKit (``eyeBlinkLeft``); ICT FaceKit splits sides with a
-suffix (``eyeBlink_L``) and has two ARKit shapes per side (``browInnerUp_L/_R``,
-``cheekPuff_L/_R``), while ``mouthLeft``/``jawLeft`` are movements, not sides, in
-both. ``_neutral`` has no ICT shape. ``ict_index`` derives the mapping from the two
-name lists and checks that it covers every ICT name exactly once. Both name sides
-from the subject's view: ICT ``_L`` shapes move +x (the subject's left), and MediaPipe's
-``eyeBlinkLeft`` rises when the eye on the image's right closes, so no mirroring.
+"""Dataset pseudo-labels: MediaPipe's blendshape scores for every image of a dataset folder,
+mapped onto the rig's names (``vision.scores``).
 
 ``label_dataset`` runs the landmarker over a dataset folder, in parallel, cached by
 file content (sha1) and resumable, and writes an ``.npz`` plus a ``.json`` summary.
@@ -17,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,56 +17,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bsviz import faces
-from bsviz.data import ALIASES, IMAGE_SUFFIXES, DataError
+from bsviz.assets import landmarker_path
+from bsviz.fer.data import ALIASES, IMAGE_SUFFIXES, DataError
 from bsviz.files import atomic_path
-
-# --------------------------------------------------------------------------- mapping
-
-
-def ict_targets(name: str, ict_names: tuple[str, ...]) -> list[str]:
-    """The ICT shapes one MediaPipe score drives: 'eyeBlinkLeft' -> ['eyeBlink_L'],
-    'browInnerUp' -> ['browInnerUp_L', 'browInnerUp_R'], 'mouthLeft' -> ['mouthLeft'],
-    '_neutral' -> []."""
-    if name in ict_names:
-        return [name]
-    side = re.fullmatch(r"(\w+)(Left|Right)", name)
-    if side and f"{side[1]}_{side[2][0]}" in ict_names:
-        return [f"{side[1]}_{side[2][0]}"]
-    both = [f"{name}_L", f"{name}_R"]
-    return both if all(n in ict_names for n in both) else []
-
-
-def ict_index(ict_names: tuple[str, ...] | None = None,
-              mediapipe_names: tuple[str, ...] = faces.BLENDSHAPE_NAMES) -> np.ndarray:
-    """(K,) int: for each ICT name, the index of the MediaPipe score that drives it.
-
-    ``ict_names`` defaults to the rig's (53 names). Raises ValueError unless every
-    ICT name is driven by exactly one MediaPipe score.
-    """
-    ict_names = rig_names() if ict_names is None else tuple(ict_names)
-    sources: dict[str, list[int]] = {n: [] for n in ict_names}
-    for i, name in enumerate(mediapipe_names):
-        for target in ict_targets(name, ict_names):
-            sources[target].append(i)
-    bad = {n: [mediapipe_names[i] for i in s] for n, s in sources.items() if len(s) != 1}
-    if bad:
-        raise ValueError(f"ICT names not mapped exactly once from MediaPipe names: {bad}")
-    return np.array([s[0] for s in sources.values()])
-
-
-@cache
-def rig_names() -> tuple[str, ...]:
-    """The shipped rig's expression names, in order (53 for ICT FaceKit)."""
-    from bsviz.rig import load_rig
-
-    return load_rig().names
-
-
-def to_ict(scores: np.ndarray, ict_names: tuple[str, ...] | None = None) -> np.ndarray:
-    """(..., 52) MediaPipe scores -> (..., K) ICT weights in [0, 1] (a column gather)."""
-    return np.asarray(scores)[..., ict_index(ict_names)]
-
+from bsviz.vision import faces
+from bsviz.vision.scores import BLENDSHAPE_NAMES, rig_names, to_ict
 
 # --------------------------------------------------------------------------- label files
 
@@ -90,7 +37,7 @@ class Labels:
     classes : (N,) str each image's class: its folder name, canonical ('angry' -> 'anger')
     hashes : (N,) str sha1 of each file's bytes
     detected : (N,) bool a face was found
-    scores : (N, 52) float32 MediaPipe scores (``faces.BLENDSHAPE_NAMES``), NaN if not detected
+    scores : (N, 52) float32 MediaPipe scores (``BLENDSHAPE_NAMES``), NaN if not detected
     weights : (N, K) float32 ICT weights (``names``), NaN if not detected
     names : K ICT names
     """
@@ -189,7 +136,7 @@ def _detect_all(todo: list[tuple[str, Path]], workers: int):
 def _detect(finder: faces.FaceFinder, item: tuple[str, Path]) -> tuple[str, np.ndarray]:
     sha1, path = item
     found = finder.find_all(path)
-    return sha1, found[0].blendshapes if found else np.full(len(faces.BLENDSHAPE_NAMES), np.nan)
+    return sha1, found[0].blendshapes if found else np.full(len(BLENDSHAPE_NAMES), np.nan)
 
 
 _worker_finder: faces.FaceFinder | None = None
@@ -207,7 +154,7 @@ def _worker_detect(item: tuple[str, Path]) -> tuple[str, np.ndarray]:
 @cache
 def _cache_tag() -> str:
     """What cached scores depend on: the landmarker bundle and the small-image preprocessing."""
-    model = hashlib.sha1(faces.MODEL_PATH.read_bytes()).hexdigest()[:16]
+    model = hashlib.sha1(landmarker_path().read_bytes()).hexdigest()[:16]
     return f"{model} small={faces.SMALL} upscale={faces.UPSCALE} pad={faces.PAD}"
 
 
@@ -237,7 +184,7 @@ def _save(labels: Labels, out: Path, tag: str) -> None:
                             classes=labels.classes, hashes=labels.hashes,
                             detected=labels.detected, scores=labels.scores,
                             weights=labels.weights, names=np.array(labels.names),
-                            score_names=np.array(faces.BLENDSHAPE_NAMES))
+                            score_names=np.array(BLENDSHAPE_NAMES))
     means = class_means(labels)
     summary = {
         "root": str(labels.root), "images": len(labels.paths),

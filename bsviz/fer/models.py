@@ -13,7 +13,7 @@ the second FC layer, and a sigmoid on the blendshape output to keep weights in [
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -68,19 +68,26 @@ class TwoStreamConfig:
 
 
 @dataclass
-class StreamOutput:
-    """features: (B, feature_dim) first-FC output F; output: (B, n_outputs) logits or weights."""
+class Output:
+    """What a network gives for a batch of B images.
 
-    features: torch.Tensor
-    output: torch.Tensor
+    logits : (B, C) class logits (None for the blendshape stream)
+    weights : (B, K) blendshape weights in [0, 1] (None for the image stream)
+    features : (B, D) first-FC features F of a single stream (None for the two-stream network)
+    """
+
+    logits: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    features: torch.Tensor | None = None
 
 
 class Stream(nn.Module):
-    """7 conv (+BN, ReLU, pooling) -> FC h1 (features) -> dropout -> FC h2 (outputs)."""
+    """7 conv (+BN, ReLU, pooling) -> FC h1 (features) -> dropout -> FC h2 (logits or weights)."""
 
     def __init__(self, cfg: StreamConfig):
         super().__init__()
         self.cfg = cfg
+        self.kind = "image" if cfg.output == "logits" else "blendshape"
         layers, channels, size = [], cfg.in_channels, cfg.image_size
         for i, width in enumerate(cfg.widths):
             layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False),
@@ -94,27 +101,27 @@ class Stream(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc2 = nn.Linear(cfg.feature_dim, cfg.n_outputs)     # h2
 
-    def forward(self, images: torch.Tensor) -> StreamOutput:
-        """images: (B, C, H, W) float in [0, 1] -> features F (B, D) and outputs O (B, n)."""
+    def forward(self, images: torch.Tensor) -> Output:
+        """images: (B, C, H, W) float in [0, 1] -> features F (B, D), logits or weights (B, n)."""
         features = F.relu(self.fc1(self.conv(images).flatten(1)))
         output = self.fc2(self.dropout(features))
-        if self.cfg.output == "sigmoid":
-            output = torch.sigmoid(output)
-        return StreamOutput(features, output)
+        if self.kind == "blendshape":
+            return Output(weights=torch.sigmoid(output), features=features)
+        return Output(logits=output, features=features)
 
+    def streams(self) -> dict[str, Stream]:
+        """The streams inside, by kind: this one."""
+        return {self.kind: self}
 
-@dataclass
-class TwoStreamOutput:
-    """logits: (B, n_classes) fused O_con; weights: (B, K) regressed blendshape weights;
-    image_logits: (B, n_classes) the image stream's own prediction."""
-
-    logits: torch.Tensor
-    weights: torch.Tensor
-    image_logits: torch.Tensor
+    def pretrained(self) -> tuple[nn.Module, ...]:
+        """The parts that start from trained weights and are held still at first: none."""
+        return ()
 
 
 class BlendshapeFERNet(nn.Module):
     """The two-stream network: O_con = h_con([F_img, F_bs]) (eqs. 6-7)."""
+
+    kind = "two_stream"
 
     def __init__(self, cfg: TwoStreamConfig):
         super().__init__()
@@ -124,10 +131,43 @@ class BlendshapeFERNet(nn.Module):
         self.dropout = nn.Dropout(cfg.fusion_dropout)
         self.fusion = nn.Linear(cfg.image.feature_dim + cfg.blendshape.feature_dim, cfg.n_classes)
 
-    def forward(self, images: torch.Tensor) -> TwoStreamOutput:
+    def forward(self, images: torch.Tensor) -> Output:
+        """images: (B, 1, H, W) in [0, 1] -> fused logits O_con (B, C), regressed weights (B, K)."""
         img, bs = self.image(images), self.blendshape(images)
         fused = torch.cat([img.features, bs.features], dim=1)   # F_con = [F_img, F_bs]
-        return TwoStreamOutput(self.fusion(self.dropout(fused)), bs.output, img.output)
+        return Output(logits=self.fusion(self.dropout(fused)), weights=bs.weights)
+
+    def streams(self) -> dict[str, Stream]:
+        """The two streams, by kind."""
+        return {"image": self.image, "blendshape": self.blendshape}
+
+    def pretrained(self) -> tuple[nn.Module, ...]:
+        """The streams: initialised from their own training runs, held still (learning rate 0,
+        BatchNorm statistics kept) while the new fusion layer learns, then fine-tuned."""
+        return (self.image, self.blendshape)
+
+
+Network = Stream | BlendshapeFERNet
+KINDS = ("image", "blendshape", "two_stream")
+
+
+def build_network(kind: str, n_classes: int = 7, n_shapes: int = 53, **size) -> Network:
+    """A new network of ``kind`` (image | blendshape | two_stream); ``size`` sets each stream's
+    ``widths`` and ``feature_dim``."""
+    image = image_stream_config(n_classes, **size)
+    blendshape = blendshape_stream_config(n_shapes, **size)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "two_stream":
+        return BlendshapeFERNet(TwoStreamConfig(image, blendshape, n_classes))
+    return Stream(image if kind == "image" else blendshape)
+
+
+def network_from_config(kind: str, config: dict) -> Network:
+    """The network a checkpoint describes (its ``kind`` and ``model_config``), untrained."""
+    if kind == "two_stream":
+        return BlendshapeFERNet(TwoStreamConfig(**config))
+    return Stream(StreamConfig(**config))
 
 
 def expression_loss(logits: torch.Tensor, labels: torch.Tensor,
@@ -153,6 +193,15 @@ def blendshape_loss(predicted: torch.Tensor, target: torch.Tensor,
     return (squared * mask).sum() / (2 * n.clamp(min=1))
 
 
-def config_dict(cfg) -> dict:
-    """A config dataclass as plain JSON-able data (for checkpoints and logs)."""
-    return asdict(cfg)
+def training_loss(out: Output, labels: torch.Tensor, weights: torch.Tensor,
+                  label_smoothing: float = 0.0, blendshape_weight: float = 1.0) -> torch.Tensor:
+    """The loss of any network: cross-entropy on its logits (if it classifies) plus
+    ``blendshape_weight`` x the L2 loss on its weights (if it regresses), over the images whose
+    blendshape label is known (``weights`` (B, K) has NaN rows for the others)."""
+    loss = torch.zeros((), device=labels.device)
+    if out.logits is not None:
+        loss = loss + expression_loss(out.logits.float(), labels, label_smoothing)
+    if out.weights is not None:
+        known = ~torch.isnan(weights).any(dim=1)
+        loss = loss + blendshape_weight * blendshape_loss(out.weights.float(), weights, known)
+    return loss

@@ -1,9 +1,9 @@
-"""Inference: photo -> face -> expression probabilities and blendshape weights -> 3D face.
+"""Inference: a trained network and a face finder, ready to classify the faces in photos.
 
-``Predictor`` loads a trained network (by default the shipped BlendshapeFERNet in
-``models/``) once; ``predict(image)`` finds the face with MediaPipe, crops it the way the
-training images are framed, and runs the network. The app, the CLI and the notebooks
-all go through here.
+``Predictor`` loads a trained network (by default the shipped BlendshapeFERNet) once and owns
+a ``FaceFinder``; ``predict(image)`` finds the face with MediaPipe, crops it the way the
+training images are framed, and runs the network. The app, the CLI and the notebooks all go
+through here. No training code is imported.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bsviz.faces import Face, default_finder
-from bsviz.labels import to_ict
-from bsviz.rig import mirror_permutation
-from bsviz.train import load_checkpoint, model_from_checkpoint
-
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "blendshape_fernet.pt"
+from bsviz.assets import model_path as shipped_model
+from bsviz.fer.checkpoints import load_checkpoint, model_from_checkpoint
+from bsviz.rig.rig import mirror_permutation
+from bsviz.vision.faces import Face, FaceFinder
+from bsviz.vision.image import ImageSource
+from bsviz.vision.scores import to_ict
 
 
 @dataclass
@@ -67,44 +67,69 @@ class Predictor:
 
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
                  flip: bool = True):
-        path = Path(model_path) if model_path else SHIPPED_MODEL
-        checkpoint = load_checkpoint(path)
+        self.path = Path(model_path) if model_path else shipped_model()
+        checkpoint = load_checkpoint(self.path)
         self.kind = checkpoint["kind"]
         self.classes = tuple(checkpoint["classes"])
         self.shape_names = tuple(checkpoint["shape_names"])
-        config = checkpoint["model_config"]
-        self.image_size = (config["image"] if self.kind == "two_stream" else config)["image_size"]
         self.model = model_from_checkpoint(checkpoint).float().to(device)
+        self.image_size = next(iter(self.model.streams().values())).cfg.image_size
         self.device = torch.device(device)
         self.card = checkpoint.get("card", {})
         self.flip = flip
         self.mirror = mirror_permutation(self.shape_names)
+        self._finder: FaceFinder | None = None
+
+    @property
+    def finder(self) -> FaceFinder:
+        """This predictor's FaceFinder, made on first use."""
+        if self._finder is None:
+            self._finder = FaceFinder()
+        return self._finder
+
+    def close(self) -> None:
+        """Close the face finder (the network needs no closing)."""
+        if self._finder is not None:
+            self._finder.close()
+            self._finder = None
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @torch.no_grad()
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Network outputs for aligned grayscale crops (N, S, S) in [0, 1]:
-        probabilities (N, C) and weights (N, K) (None for an image-only model)."""
+        probabilities (N, C) (NaN for a blendshape-only model) and weights (N, K) (None for an
+        image-only model)."""
         x = torch.as_tensor(np.asarray(crops, np.float32)[:, None], device=self.device)
         n = len(x)
         out = self.model(torch.cat([x, x.flip(3)]) if self.flip else x)
-        if self.kind == "two_stream":
-            probabilities, weights = torch.softmax(out.logits, 1), out.weights
-        elif self.kind == "image":
-            probabilities, weights = torch.softmax(out.output, 1), None
-        else:
-            probabilities = torch.full((len(out.output), len(self.classes)), torch.nan)
-            weights = out.output
+        weights = out.weights
+        probabilities = (torch.full((len(weights), len(self.classes)), torch.nan)
+                         if out.logits is None else torch.softmax(out.logits, 1))
         if self.flip:
             probabilities = (probabilities[:n] + probabilities[n:]) / 2
             weights = None if weights is None else (weights[:n] + weights[n:, self.mirror]) / 2
         return probabilities.cpu().numpy(), None if weights is None else weights.cpu().numpy()
 
-    def predict(self, image) -> Prediction:
+    def predict(self, image: ImageSource) -> Prediction:
         """Find the (largest) face in ``image`` (a path, PIL image or array) and classify it.
 
-        Raises ``faces.NoFaceError`` when there is none; warns when there are several.
+        Raises ``NoFaceError`` when there is none; warns when there are several.
         """
-        face = default_finder().find(image, crop_size=self.image_size)
-        probabilities, weights = self.run(face.crop[None])
-        return Prediction(self.classes, probabilities[0],
-                          None if weights is None else weights[0], self.shape_names, face)
+        return self._classify([self.finder.find(image, crop_size=self.image_size)])[0]
+
+    def predict_all(self, image: ImageSource) -> list[Prediction]:
+        """Every face in ``image``, largest first (an empty list when there is none)."""
+        return self._classify(self.finder.find_all(image, crop_size=self.image_size))
+
+    def _classify(self, found: list[Face]) -> list[Prediction]:
+        if not found:
+            return []
+        probabilities, weights = self.run(np.stack([face.crop for face in found]))
+        return [Prediction(self.classes, probabilities[i],
+                           None if weights is None else weights[i], self.shape_names, face)
+                for i, face in enumerate(found)]

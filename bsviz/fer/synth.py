@@ -26,16 +26,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bsviz import faces
-from bsviz.blend import blend
-from bsviz.colours import vertex_colours
+from bsviz.fer.labels import class_means, load_labels
 from bsviz.files import atomic_path
-from bsviz.labels import class_means, load_labels, to_ict
-from bsviz.render import Renderer
-from bsviz.rig import Rig, load_rig
+from bsviz.rig.blend import blend
+from bsviz.rig.colours import vertex_colours
+from bsviz.rig.render import Renderer
+from bsviz.rig.rig import Rig, load_rig
+from bsviz.vision import faces
+from bsviz.vision.scores import BLENDSHAPE_NAMES, to_ict
 
-LABEL_DIR = Path(__file__).resolve().parent.parent / "runs" / "labels"
-LABEL_FILES = (LABEL_DIR / "ck+48.npz", LABEL_DIR / "fer2013.npz")
 POSE_RANGE = (20.0, 10.0, 10.0)  # largest |yaw|, |pitch|, |roll| of the head, degrees
 # ICT's own randomize_identity draws identity weights from N(0, 1): at 1 sd its largest mode
 # moves vertices by 0.33 cm on average (1.3 cm at most), a plausible range of faces.
@@ -132,7 +131,7 @@ def painted_colours(rig: Rig) -> np.ndarray:
                          f"({ICT_VERTICES} vertices), this rig has {rig.n_vertices}")
     colours = vertex_colours(rig)
     face = np.zeros(rig.n_vertices, bool)
-    face[rig.faces[rig.face_groups == rig.group_names.index("M_Face")].ravel()] = True
+    face[rig.triangles[rig.triangle_groups == rig.group_names.index("M_Face")].ravel()] = True
     v = rig.neutral
     for brow in BROW_LANDMARKS:
         a, b = v[list(brow[:-1])] - [0, 0.8, 0], v[list(brow[1:])] - [0, 0.8, 0]  # (4, 3)
@@ -190,7 +189,7 @@ def load_synth(path: str | Path) -> SynthSet:
 
 
 def render_synthetic(n: int, out_dir: str | Path, seed: int = 0,
-                     label_files: Sequence[str | Path] = LABEL_FILES, size: int = 48,
+                     label_files: Sequence[str | Path] = (), size: int = 48,
                      render_size: int = 256, chunk: int = 250, identity_sd: float = IDENTITY_SD,
                      pose_range: Sequence[float] = POSE_RANGE, rig: Rig | None = None,
                      paint: bool = True, progress: bool = True) -> SynthSet:
@@ -241,7 +240,7 @@ def _render_chunk(rig: Rig, renderer: Renderer, finder: faces.FaceFinder,
     t0 = time.perf_counter()
     m = len(scenes.weights)
     images = np.zeros((m, 1, size, size), np.uint8)
-    render_scores = np.full((m, len(faces.BLENDSHAPE_NAMES)), np.nan, np.float32)
+    render_scores = np.full((m, len(BLENDSHAPE_NAMES)), np.nan, np.float32)
     crop_scores = render_scores.copy()
     for i in range(m):
         vertices = blend(rig, scenes.weights[i], scenes.identity[i])

@@ -6,12 +6,12 @@ One function serves the CLI (``bsviz train``), the notebooks and ``torchrun``:
   reported once, with the best checkpoint); CK+ uses subject-independent fold ``cfg.fold``
   of ``cfg.n_folds``, with a validation set carved from the training subjects;
 * images without a blendshape label (no face found) are masked out of the L2 loss and
-  kept for classification;
-* recipe for the two-stream network: streams initialised from their pretrained
-  checkpoints, ``freeze_epochs`` epochs training only the fusion layer (so the random
-  fusion layer cannot wreck the pretrained features), then everything fine-tuned at
-  ``finetune_lr``, keeping the blendshape L2 loss so the second stream still regresses
-  weights;
+  kept for classification (``models.training_loss``);
+* what differs per network lives with the networks (``models``): their outputs, their loss,
+  and which parts start pretrained (``pretrained()``). For BlendshapeFERNet those are its
+  streams, initialised from their own checkpoints, held still for ``freeze_epochs`` epochs
+  while the random fusion layer learns (so it cannot wreck the pretrained features), then
+  fine-tuned with everything at ``finetune_lr``;
 * bf16 autocast on CUDA and on CPUs with AVX512-BF16; checkpoints written atomically
   every epoch (``last.pt``, and ``best.pt`` on a better validation score) with config,
   class names and shape names inside; ``resume`` continues from ``last.pt``, losing at
@@ -34,15 +34,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from bsviz.fer import data as datasets
+from bsviz.fer.augment import augment
+from bsviz.fer.checkpoints import (
+    CheckpointError,
+    init_stream,
+    load_checkpoint,
+    save_checkpoint,
+)
+from bsviz.fer.labels import load_labels
+from bsviz.fer.models import KINDS, Network, build_network, training_loss
+from bsviz.fer.reports import confusion_matrix, plot_run
 from bsviz.files import atomic_path
-from bsviz.models import (BlendshapeFERNet, Stream, StreamConfig, TwoStreamConfig,
-                          blendshape_loss, blendshape_stream_config, expression_loss,
-                          image_stream_config)
+from bsviz.rig.rig import load_rig, mirror_permutation
 
-KINDS = ("image", "blendshape", "two_stream")
+# Fields a resumed run may change: where things are and how they are shown, and the epoch count.
+RESUMABLE_CHANGES = ("data_dir", "out_dir", "cache_dir", "resume", "progress", "epochs", "device")
 
 
 @dataclass
@@ -51,7 +60,7 @@ class TrainConfig:
 
     kind: str = "image"                  # image | blendshape | two_stream
     dataset: str = "fer2013"             # fer2013 | ck+
-    data_dir: str = "../shared/data"     # holds fer2013/ and ck+48/
+    data_dir: str | None = None          # holds fer2013/ and ck+48/ (required to train)
     labels: str | None = None            # blendshape label file (bsviz label) for the dataset
     out_dir: str = "runs/train"
     cache_dir: str = "runs/cache"        # decoded images, shared by runs on the same data
@@ -86,9 +95,6 @@ class TrainConfig:
             raise ValueError(f"dataset must be 'fer2013' or 'ck+', got {self.dataset!r}")
 
 
-# --------------------------------------------------------------------------- data
-
-
 @dataclass
 class Split:
     """images: (N, 1, H, W) float32 in [0, 1]; labels: (N,) int64; weights: (N, K) float32
@@ -114,10 +120,8 @@ class Data:
 
 def load_data(cfg: TrainConfig) -> Data:
     """The train / validation / test splits of ``cfg.dataset`` as tensors."""
-    from bsviz import data as datasets
-    from bsviz.labels import load_labels
-    from bsviz.rig import load_rig, mirror_permutation
-
+    if not cfg.data_dir:
+        raise ValueError("TrainConfig.data_dir is not set: the folder holding fer2013/ and ck+48/")
     root = Path(cfg.data_dir) / ("fer2013" if cfg.dataset == "fer2013" else "ck+48")
     if cfg.dataset == "fer2013":
         ds = datasets.load_fer2013(root)
@@ -153,108 +157,18 @@ def load_data(cfg: TrainConfig) -> Data:
     return Data(*(split(p) for p in parts), ds.classes, names, mirror_permutation(names))
 
 
-def augment(images: torch.Tensor, weights: torch.Tensor, mirror: list[int],
-            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips (mirroring the weights), rotation +-10 deg, scale +-10 %, shift +-8 %,
-    brightness and contrast. Geometry and lighting leave the expression unchanged."""
-    b = len(images)
-    flip = torch.rand(b, generator=gen) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    weights = torch.where(flip[:, None], weights[:, mirror], weights)
-    angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(10)
-    scale = 1 + (torch.rand(b, generator=gen) * 2 - 1) * 0.1
-    shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * 0.08
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
-                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    images = F.grid_sample(images, grid, padding_mode="border", align_corners=False)
-    contrast = 1 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * 0.3
-    brightness = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * 0.1
-    mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    return ((images - mean) * contrast + mean + brightness).clamp(0, 1), weights
-
-
-# --------------------------------------------------------------------------- models
-
-
-def build_model(cfg: TrainConfig, classes: tuple[str, ...], n_shapes: int) -> torch.nn.Module:
+def build_model(cfg: TrainConfig, classes: tuple[str, ...], n_shapes: int) -> Network:
     """The network ``cfg.kind`` names, its streams initialised from ``cfg.init_*`` if given."""
-    size = {"widths": cfg.widths, "feature_dim": cfg.feature_dim}
-    image_cfg = image_stream_config(len(classes), **size)
-    blendshape_cfg = blendshape_stream_config(n_shapes, **size)
-    if cfg.kind == "image":
-        model = Stream(image_cfg)
-        streams = {"image": model}
-    elif cfg.kind == "blendshape":
-        model = Stream(blendshape_cfg)
-        streams = {"blendshape": model}
-    else:
-        model = BlendshapeFERNet(TwoStreamConfig(image_cfg, blendshape_cfg, len(classes)))
-        streams = {"image": model.image, "blendshape": model.blendshape}
-    for name, stream in streams.items():
-        path = cfg.init_image if name == "image" else cfg.init_blendshape
+    model = build_network(cfg.kind, len(classes), n_shapes, widths=cfg.widths,
+                          feature_dim=cfg.feature_dim)
+    for kind, stream in model.streams().items():
+        path = cfg.init_image if kind == "image" else cfg.init_blendshape
         if path:
-            _init_stream(stream, name, load_checkpoint(path), classes)
+            init_stream(stream, load_checkpoint(path), classes)
     return model
 
 
-def _init_stream(stream: Stream, name: str, checkpoint: dict, classes: tuple[str, ...]) -> None:
-    """Load a pretrained stream (from a stream or a two-stream checkpoint). A classifier
-    trained on another class list keeps only its features: its last layer starts anew."""
-    state = checkpoint["model"]
-    if checkpoint["kind"] == "two_stream":
-        state = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
-    if name == "image" and tuple(checkpoint["classes"]) != tuple(classes):
-        state = {k: v for k, v in state.items() if not k.startswith("fc2.")}
-    stream.load_state_dict(state, strict=False)
-
-
-def model_from_checkpoint(checkpoint: dict) -> torch.nn.Module:
-    """Rebuild the saved network (in eval mode) from a checkpoint dict."""
-    config = checkpoint["model_config"]
-    if checkpoint["kind"] == "two_stream":
-        model = BlendshapeFERNet(TwoStreamConfig(**config))
-    else:
-        model = Stream(StreamConfig(**config))
-    model.load_state_dict(checkpoint["model"])
-    return model.eval()
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    """``torch.save`` through a temp file and a rename: a checkpoint is whole or absent."""
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint dict, loaded with ``weights_only=True`` (tensors and plain data only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (torch raises many kinds for a bad file)
-        raise ValueError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
-
-
-def pack_checkpoint(src: str | Path, dst: str | Path, card: dict | None = None) -> Path:
-    """A small release copy of a checkpoint: the weights in float16, config, classes and
-    shape names, the model ``card`` (data, protocol, accuracy, date, command); no optimizer."""
-    checkpoint = load_checkpoint(src)
-    keep = {k: checkpoint[k] for k in ("kind", "config", "model_config", "classes",
-                                       "shape_names", "epoch", "history")}
-    keep["model"] = {k: v.half() if v.is_floating_point() else v
-                     for k, v in checkpoint["model"].items()}
-    keep["card"] = card or {}
-    save_checkpoint(Path(dst), keep)
-    return Path(dst)
-
-
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- evaluation
 
 
 def _device(cfg: TrainConfig) -> torch.device:
@@ -278,22 +192,16 @@ class Metrics:
     mae: float | None             # mean |w - w*| over labelled images (blendshape / two-stream)
     predictions: np.ndarray | None = None  # (N,) predicted classes
 
-
-def _losses(cfg: TrainConfig, out, labels, weights):
-    """(total loss, logits or None, regressed weights or None) for one batch."""
-    mask = ~torch.isnan(weights).any(dim=1)
-    if cfg.kind == "image":
-        return expression_loss(out.output.float(), labels, cfg.label_smoothing), out.output, None
-    if cfg.kind == "blendshape":
-        return blendshape_loss(out.output.float(), weights, mask), None, out.output
-    loss = (expression_loss(out.logits.float(), labels, cfg.label_smoothing)
-            + cfg.blendshape_loss_weight * blendshape_loss(out.weights.float(), weights, mask))
-    return loss, out.logits, out.weights
+    @property
+    def score(self) -> float:
+        """Higher is better: the accuracy, or minus the weight MAE for a network that does not
+        classify."""
+        return self.accuracy if self.accuracy is not None else -self.mae
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Split, cfg: TrainConfig,
-             mirror: list[int] | None = None, batch_size: int = 512) -> Metrics:
+def evaluate(model: Network, split: Split, cfg: TrainConfig, mirror: list[int] | None = None,
+             batch_size: int = 512) -> Metrics:
     """Loss, accuracy and weight MAE of ``model`` on a split (eval mode, no augmentation).
 
     With ``mirror`` (the weight permutation of a flipped face, ``Data.mirror``) every face is
@@ -310,64 +218,55 @@ def evaluate(model: torch.nn.Module, split: Split, cfg: TrainConfig,
         w = split.weights[start:start + batch_size].to(device)
         with _autocast(cfg, device):
             out = model(x.contiguous(memory_format=torch.channels_last))
-        loss, scores, weights = _losses(cfg, out, y, w)
+        total += training_loss(out, y, w, cfg.label_smoothing,
+                               cfg.blendshape_loss_weight).item() * len(y)
+        scores = None if out.logits is None else out.logits.float().softmax(1)
+        weights = None if out.weights is None else out.weights.float()
         if mirror is not None:
             with _autocast(cfg, device):
-                out = model(x.flip(3).contiguous(memory_format=torch.channels_last))
-            _, flipped_scores, flipped_weights = _losses(cfg, out, y, w)
+                flipped = model(x.flip(3).contiguous(memory_format=torch.channels_last))
             if scores is not None:
-                scores = scores.float().softmax(1) + flipped_scores.float().softmax(1)
+                scores = scores + flipped.logits.float().softmax(1)
             if weights is not None:
-                weights = (weights.float() + flipped_weights.float()[:, mirror]) / 2
-        total += loss.item() * len(y)
+                weights = (weights + flipped.weights.float()[:, mirror]) / 2
         if scores is not None:
             preds.append(scores.argmax(dim=1).cpu())
         if weights is not None:
-            mask = ~torch.isnan(w).any(dim=1)
-            errors += (weights.float()[mask] - w[mask]).abs().mean(dim=1).sum().item()
-            labelled += int(mask.sum())
+            known = ~torch.isnan(w).any(dim=1)
+            errors += (weights[known] - w[known]).abs().mean(dim=1).sum().item()
+            labelled += int(known.sum())
     pred = torch.cat(preds).numpy() if preds else None
     accuracy = float((pred == split.labels.numpy()).mean()) if pred is not None else None
     return Metrics(total / max(len(split), 1), accuracy,
                    errors / labelled if labelled else None, pred)
 
 
-def _lr_at(cfg: TrainConfig, epoch_float: float) -> float:
-    """Linear warm-up then cosine decay; the two-stream run switches to ``finetune_lr``
-    when its streams are unfrozen."""
-    base = cfg.lr
-    if cfg.kind == "two_stream" and epoch_float >= cfg.freeze_epochs:
-        base = cfg.finetune_lr
-    if epoch_float < cfg.warmup_epochs:
-        return base * (epoch_float + 1e-3) / cfg.warmup_epochs
-    progress = (epoch_float - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+# --------------------------------------------------------------------------- training
+
+
+def learning_rate(cfg: TrainConfig, epoch: float, pretrained: bool) -> float:
+    """Linear warm-up then cosine decay, at ``epoch`` (fractional). A network with
+    ``pretrained`` parts switches to ``finetune_lr`` once they are no longer held still."""
+    base = cfg.finetune_lr if pretrained and epoch >= cfg.freeze_epochs else cfg.lr
+    if epoch < cfg.warmup_epochs:
+        return base * (epoch + 1e-3) / cfg.warmup_epochs
+    progress = (epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-9)
     return base * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
-    """AdamW groups: weight decay on weights, none on biases and norms; in the two-stream
-    network the streams' groups are marked ``stream`` (frozen in the first epochs)."""
+def param_groups(model: Network, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on weights, none on biases and norms; the groups of the
+    network's ``pretrained()`` parts are marked ``pretrained`` (held still at first)."""
+    held = {id(p) for part in model.pretrained() for p in part.parameters()}
     groups = []
-    for stream in (True, False):
-        named = [(n, p) for n, p in model.named_parameters()
-                 if (cfg.kind != "two_stream" or not n.startswith("fusion")) == stream]
+    for pretrained in (True, False):
         for decay in (True, False):
-            params = [p for n, p in named if (p.ndim > 1) == decay]
+            params = [p for p in model.parameters()
+                      if (id(p) in held) == pretrained and (p.ndim > 1) == decay]
             if params:
-                groups.append({"params": params, "stream": stream,
-                               "weight_decay": cfg.weight_decay if decay else 0.0})
+                groups.append({"params": params, "pretrained": pretrained,
+                               "weight_decay": weight_decay if decay else 0.0})
     return groups
-
-
-def _frozen(cfg: TrainConfig, epoch: int) -> bool:
-    """Two-stream: the streams stay as pretrained (learning rate 0, BatchNorm statistics
-    kept) while the fusion layer learns."""
-    return cfg.kind == "two_stream" and epoch < cfg.freeze_epochs
-
-
-def _score(kind: str, m: Metrics) -> float:
-    """Higher is better: validation accuracy, or minus the weight MAE for the regressor."""
-    return -m.mae if kind == "blendshape" else m.accuracy
 
 
 def train(cfg: TrainConfig, on_epoch: Callable[[list[dict]], None] | None = None) -> dict:
@@ -386,45 +285,47 @@ def train(cfg: TrainConfig, on_epoch: Callable[[list[dict]], None] | None = None
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    lead = rank == 0
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(cfg, device, rank, world, lead, out_dir, on_epoch)
+        return _train(cfg, device, rank, world, on_epoch)
     finally:
         if distributed:
             dist.destroy_process_group()
 
 
-def _train(cfg, device, rank, world, lead, out_dir, on_epoch) -> dict:
+def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int,
+           on_epoch: Callable[[list[dict]], None] | None) -> dict:
+    lead = rank == 0
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg)
+
+    # the network, its optimizer, and where a resumed run left off
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data.classes, len(data.shape_names))
-    model = model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
+    net = build_model(cfg, data.classes, len(data.shape_names))
+    net = net.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr)
     history, start_epoch, best = [], 0, -math.inf
     if cfg.resume and (out_dir / "last.pt").exists():
-        checkpoint = load_checkpoint(out_dir / "last.pt")
-        model.load_state_dict(checkpoint["model"])
+        checkpoint = _resumable(out_dir / "last.pt", cfg)
+        net.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         history, start_epoch, best = checkpoint["history"], checkpoint["epoch"] + 1, checkpoint["best"]
-    net = model
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    meta = {"kind": cfg.kind, "config": asdict(cfg), "model_config": asdict(net.cfg),
+    model = net if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None)
+    meta = {"kind": net.kind, "config": asdict(cfg), "model_config": asdict(net.cfg),
             "classes": list(data.classes), "shape_names": list(data.shape_names)}
+    pretrained = net.pretrained()
     n = len(data.train)
     steps = n // (cfg.batch_size * world) or 1
+
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout; same on resume
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(n, generator=gen)
+        held = epoch < cfg.freeze_epochs and bool(pretrained)
         model.train()
-        frozen = _frozen(cfg, epoch)
-        if frozen:
-            net.image.eval()
-            net.blendshape.eval()
+        for part in pretrained if held else ():
+            part.eval()  # BatchNorm statistics kept as pretrained
         started, seen, loss_sum = time.time(), 0, 0.0
         bar = tqdm(range(steps), desc=f"{cfg.kind} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and lead), leave=False)
@@ -435,30 +336,32 @@ def _train(cfg, device, rank, world, lead, out_dir, on_epoch) -> dict:
                 x, w = augment(x, w, data.mirror, gen)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             y, w = y.to(device), w.to(device)
-            lr = _lr_at(cfg, epoch + step / steps)
+            lr = learning_rate(cfg, epoch + step / steps, bool(pretrained))
             for group in optimizer.param_groups:
-                group["lr"] = 0.0 if frozen and group["stream"] else lr
+                group["lr"] = 0.0 if held and group["pretrained"] else lr
             with _autocast(cfg, device):
                 out = model(x)
-            loss, _, _ = _losses(cfg, out, y, w)
+            loss = training_loss(out, y, w, cfg.label_smoothing, cfg.blendshape_loss_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.item() * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+
+        # validate, keep the best, checkpoint every epoch
         val = evaluate(net, data.val, cfg)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val.loss,
                "val_accuracy": val.accuracy, "val_mae": val.mae,
-               "lr": _lr_at(cfg, epoch + 1 - 1e-9), "seconds": time.time() - started,
+               "lr": learning_rate(cfg, epoch + 1 - 1e-9, bool(pretrained)),
+               "seconds": time.time() - started,
                "images_per_s": seen * world / (time.time() - started)}
         history.append(row)
         if lead:
-            score = _score(cfg.kind, val)
             checkpoint = {**meta, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                          "epoch": epoch, "history": history, "best": max(best, score)}
-            if score > best:
-                best = score
+                          "epoch": epoch, "history": history, "best": max(best, val.score)}
+            if val.score > best:
+                best = val.score
                 save_checkpoint(out_dir / "best.pt", checkpoint)
             save_checkpoint(out_dir / "last.pt", checkpoint)
             _log(out_dir, history)
@@ -466,13 +369,31 @@ def _train(cfg, device, rank, world, lead, out_dir, on_epoch) -> dict:
                 tqdm.write(_describe(row))
             if on_epoch is not None:
                 on_epoch(history)
+
     result = {"config": asdict(cfg), "classes": list(data.classes), "history": history}
     if lead:
         result.update(_final_test(cfg, net, data, out_dir))
     return result
 
 
-def _final_test(cfg, net, data, out_dir) -> dict:
+def _resumable(path: Path, cfg: TrainConfig) -> dict:
+    """The checkpoint to resume from; CheckpointError if it was made with another config."""
+    checkpoint = load_checkpoint(path)
+    saved, now = checkpoint.get("config", {}), asdict(cfg)
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES
+                     and _plain(saved.get(k)) != _plain(now[k]))
+    if changed:
+        raise CheckpointError(f"cannot resume from {path}: it was trained with other "
+                              f"{', '.join(changed)} (use another --out-dir for a new run)")
+    return checkpoint
+
+
+def _plain(value):
+    """A config value as JSON would hold it (tuples become lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _final_test(cfg: TrainConfig, net: Network, data: Data, out_dir: Path) -> dict:
     """Test metrics of the best checkpoint (reported once: faces as given, and with test-time
     flip), plots, ``result.json``."""
     best = load_checkpoint(out_dir / "best.pt")
@@ -492,16 +413,8 @@ def _final_test(cfg, net, data, out_dir) -> dict:
     with atomic_path(out_dir / "result.json") as tmp:
         tmp.write_text(json.dumps({"config": asdict(cfg), "classes": list(data.classes),
                                    **result}, indent=2))
-    from bsviz.evaluate import plot_run  # matplotlib, only when a run ends
-
     plot_run(out_dir, best["history"], result.get("confusion"), list(data.classes))
     return result
-
-
-def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C, C) int counts: row = true class, column = predicted class."""
-    return np.bincount(truth * n_classes + predicted, minlength=n_classes**2).reshape(
-        n_classes, n_classes)
 
 
 def _describe(row: dict) -> str:

@@ -1,4 +1,4 @@
-"""The blendshape equation T = b0 + sum_i w_i d_i (+ identity), in numpy and torch.
+"""The blendshape equation T = b0 + sum_i w_i d_i (+ identity), in numpy (torch: ``layer``).
 
 Weights are given as a (..., K) array in the rig's name order or as a
 ``{name: value}`` dict (missing names are 0). Unknown names, a wrong length and
@@ -8,13 +8,13 @@ warning unless ``extrapolate=True``.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 
-from bsviz.rig import Rig
+from bsviz.rig.rig import Rig
 
 Weights = np.ndarray | Sequence[float] | Mapping[str, float]
 
@@ -48,18 +48,18 @@ def weight_vector(weights: Weights, names: Sequence[str], *, extrapolate: bool =
         if w.ndim == 0 or w.shape[-1] != len(names):
             raise WeightError(f"{kind} weights must have length {len(names)} in their last "
                               f"axis, got shape {w.shape}")
-    return _check_range(w, extrapolate, kind)
+    return check_range(w, extrapolate, kind)
 
 
-def _check_range(w, extrapolate: bool, kind: str):
-    """NaN/inf raise; out-of-range values are clamped with a warning (numpy or torch)."""
-    finite = torch.isfinite(w).all() if isinstance(w, torch.Tensor) else np.isfinite(w).all()
-    if not finite:
+def check_range(w, extrapolate: bool, kind: str):
+    """``w`` (a numpy array or a torch tensor) as it may be blended: NaN/inf raise WeightError;
+    values outside [0, 1] are clamped with a ``WeightRangeWarning`` unless ``extrapolate``."""
+    if not bool((abs(w) < math.inf).all()):  # NaN compares False as well
         raise WeightError(f"{kind} weights contain NaN or inf")
-    if not extrapolate and bool((w < 0).any() or (w > 1).any()):
+    if not extrapolate and bool(((w < 0) | (w > 1)).any()):
         warnings.warn(f"{kind} weights outside [0, 1] were clamped to it (keep them with "
                       "extrapolate=True, or --extrapolate)", WeightRangeWarning, stacklevel=3)
-        w = w.clamp(0, 1) if isinstance(w, torch.Tensor) else np.clip(w, 0, 1)
+        w = w.clip(0, 1)
     return w
 
 
@@ -96,35 +96,6 @@ def blend(rig: Rig, weights: Weights, identity: Weights | None = None, *,
     return out
 
 
-class BlendLayer(torch.nn.Module):
-    """The blendshape equation as a torch module: rig arrays as buffers, weights as inputs.
-
-    ``forward(weights (B, K), identity (B, J) | None) -> (B, V, 3)``; differentiable in both,
-    on whatever device the module is moved to.
-    """
-
-    def __init__(self, rig: Rig, *, extrapolate: bool = False):
-        super().__init__()
-        self.names, self.identity_names = rig.names, rig.identity_names
-        self.n_vertices = rig.n_vertices
-        self.extrapolate = extrapolate
-        # Not persistent: the rig is data, loaded from its own file, not a model checkpoint.
-        self.register_buffer("basis", torch.from_numpy(rig.basis.copy()), persistent=False)
-
-    def forward(self, weights: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
-        k, j = len(self.names), len(self.identity_names)
-        if weights.shape[-1] != k:
-            raise WeightError(f"expression weights must have length {k} in their last axis, "
-                              f"got shape {tuple(weights.shape)}")
-        w = _check_range(weights.to(self.basis.dtype), self.extrapolate, "expression")
-        ones = torch.ones(w.shape[:-1] + (1,), dtype=w.dtype, device=w.device)
-        columns = [w, ones]
-        if identity is not None:
-            if identity.shape[-1] != j:
-                raise WeightError(f"identity weights must have length {j}, got {tuple(identity.shape)}")
-            columns.append(_check_range(identity.to(w.dtype), True, "identity").expand(
-                w.shape[:-1] + (j,)))
-        coeffs = torch.cat(columns, dim=-1)
-        # T[b, v*3+c] = sum_k coeffs[b, k] * basis[k, v*3+c]  (see blend())
-        out = coeffs @ self.basis[: coeffs.shape[-1]]
-        return out.reshape(w.shape[:-1] + (self.n_vertices, 3))
+def displacement(rig: Rig, vertices: np.ndarray) -> np.ndarray:
+    """(..., V) float32 distance |T - b0| of each vertex from the neutral face, centimetres."""
+    return np.linalg.norm(np.asarray(vertices, np.float32) - rig.neutral, axis=-1)

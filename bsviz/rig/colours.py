@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from plotly.colors import hex_to_rgb, sequential
 
-from bsviz.rig import Rig
+from bsviz.rig.blend import displacement
+from bsviz.rig.rig import Rig
 
 # Flat colours by face-group name (substring match, first hit wins); others are skin.
 IRIS, PUPIL = (0.30, 0.20, 0.13), (0.04, 0.03, 0.03)
@@ -20,14 +21,14 @@ def vertex_colours(rig: Rig) -> np.ndarray:
     group_rgb = np.array([next((c for key, c in GROUP_COLOURS if key in name), SKIN)
                           for name in rig.group_names], np.float32)
     colours = np.tile(np.float32(SKIN), (rig.n_vertices, 1))
-    colours[rig.faces.ravel()] = np.repeat(group_rgb[rig.face_groups], 3, axis=0)
+    colours[rig.triangles.ravel()] = np.repeat(group_rgb[rig.triangle_groups], 3, axis=0)
     # ICT's sclera is a whole ball over its iris (a transparent cornea in Unreal): paint
     # its front with an iris (a quarter of the ball's width in radius, as in a human eye)
     # and a pupil.
     for g, name in enumerate(rig.group_names):
         if "Sclera" not in name:
             continue
-        ids = np.unique(rig.faces[rig.face_groups == g])
+        ids = np.unique(rig.triangles[rig.triangle_groups == g])
         ball = rig.neutral[ids]
         lo, hi = ball.min(axis=0), ball.max(axis=0)
         centre, width = (lo + hi) / 2, hi[0] - lo[0]
@@ -53,6 +54,4 @@ def heat_colours(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
 
 def face_colours(rig: Rig, vertices: np.ndarray, heatmap: bool = False) -> np.ndarray:
     """(V, 3) colours of a face: the rig's flat look, or its displacement |T - b0| as a heatmap."""
-    from bsviz.plot import displacement
-
     return heat_colours(displacement(rig, vertices)) if heatmap else vertex_colours(rig)

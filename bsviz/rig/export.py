@@ -1,4 +1,4 @@
-"""Mesh files: OBJ and PLY through trimesh, GLB (glTF 2.0 binary) written here.
+"""Mesh files: OBJ (``obj``), PLY through trimesh, GLB (glTF 2.0 binary) written here.
 
 Vertex order is the rig's in every format (no merging, no seam splitting), so a
 file's vertex i is rig vertex i. OBJ and PLY keep the rig's centimetres; GLB is in
@@ -14,20 +14,20 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
 from bsviz.files import write_bytes_atomic
-from bsviz.rig import Rig, vertex_normals
+from bsviz.rig.obj import obj_bytes
+from bsviz.rig.rig import Rig, vertex_normals
 
 GLTF_METRES_PER_UNIT = 0.01  # the rig is in centimetres
 MESH_FORMATS = (".obj", ".ply", ".glb")
 
 
-def save_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
+def save_mesh(path: str | Path, vertices: np.ndarray, triangles: np.ndarray,
               colours: np.ndarray | None = None) -> Path:
     """Write one mesh as OBJ, PLY or GLB, chosen by the file suffix.
 
-    vertices : (V, 3) float, centimetres; faces : (F, 3) int; colours : (V, 3) in [0, 1].
+    vertices : (V, 3) float, centimetres; triangles : (F, 3) int; colours : (V, 3) in [0, 1].
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -36,19 +36,23 @@ def save_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
                          f"(choose from {', '.join(MESH_FORMATS)})")
     vertices = np.asarray(vertices, np.float32)
     if suffix == ".glb":
-        data = _glb_bytes(vertices, faces, colours)
+        data = _glb_bytes(vertices, triangles, colours)
+    elif suffix == ".obj":
+        data = obj_bytes(vertices, triangles, colours)
     else:
+        import trimesh  # imported here: only PLY needs it
+
         rgba = None if colours is None else np.concatenate(
-            [np.round(np.asarray(colours) * 255), np.full((len(vertices), 1), 255)], 1).astype(np.uint8)
-        mesh = trimesh.Trimesh(vertices, faces, vertex_colors=rgba, process=False)
-        data = mesh.export(file_type=suffix[1:], **({"include_normals": False} if suffix == ".obj" else {}))
-        data = data.encode() if isinstance(data, str) else data
+            [np.round(np.asarray(colours) * 255), np.full((len(vertices), 1), 255)], 1
+        ).astype(np.uint8)
+        data = trimesh.Trimesh(vertices, triangles, vertex_colors=rgba, process=False).export(
+            file_type="ply")
     return write_bytes_atomic(path, data)
 
 
 def save_rig_glb(path: str | Path, rig: Rig, weights: np.ndarray | None = None,
                  animation: np.ndarray | None = None, fps: float = 30.0,
-                 faces: np.ndarray | None = None, colours: np.ndarray | None = None,
+                 triangles: np.ndarray | None = None, colours: np.ndarray | None = None,
                  min_delta: float = 1e-5) -> Path:
     """Write the rig as a GLB: the neutral mesh with one named morph target per shape.
 
@@ -56,7 +60,7 @@ def save_rig_glb(path: str | Path, rig: Rig, weights: np.ndarray | None = None,
     ----------
     weights : (K,) initial morph weights (default all 0)
     animation : (T, K) weights per frame, played at ``fps`` as a glTF animation
-    faces : (F, 3) triangles to write (default: the rig's visible faces)
+    triangles : (F, 3) triangles to write (default: the rig's visible ones)
     min_delta : displacements shorter than this (cm) are dropped from the sparse targets
     """
     k = rig.n_shapes
@@ -69,8 +73,8 @@ def save_rig_glb(path: str | Path, rig: Rig, weights: np.ndarray | None = None,
             raise ValueError(f"animation must have shape (T, {k}), got {animation.shape}")
         if not np.isfinite(animation).all():
             raise ValueError("animation weights contain NaN or inf")
-    faces = rig.visible_faces() if faces is None else faces
-    data = _glb_bytes(rig.neutral, faces, colours, rig.names, rig.deltas, weights, animation,
+    triangles = rig.visible_triangles() if triangles is None else triangles
+    data = _glb_bytes(rig.neutral, triangles, colours, rig.names, rig.deltas, weights, animation,
                       fps, min_delta)
     return write_bytes_atomic(path, data)
 
@@ -120,16 +124,16 @@ def _bounds(array: np.ndarray) -> tuple[list[float], list[float]]:
     return a.min(axis=0).tolist(), a.max(axis=0).tolist()
 
 
-def _glb_bytes(vertices, faces, colours=None, names=(), deltas=None, weights=None,
+def _glb_bytes(vertices, triangles, colours=None, names=(), deltas=None, weights=None,
                animation=None, fps=30.0, min_delta=0.0) -> bytes:
     """The bytes of a GLB holding one mesh, with morph targets when ``names`` are given."""
     scale = GLTF_METRES_PER_UNIT
     buf = _GltfBuffer()
     primitive = {
-        "indices": buf.accessor(np.asarray(faces, np.uint32).ravel(), "SCALAR", target=34963),
+        "indices": buf.accessor(np.asarray(triangles, np.uint32).ravel(), "SCALAR", target=34963),
         "attributes": {
             "POSITION": buf.accessor(np.asarray(vertices, np.float32) * scale, "VEC3", 34962, True),
-            "NORMAL": buf.accessor(vertex_normals(np.asarray(vertices, np.float32), faces),
+            "NORMAL": buf.accessor(vertex_normals(np.asarray(vertices, np.float32), triangles),
                                    "VEC3", 34962),
         },
         "material": 0, "mode": 4,

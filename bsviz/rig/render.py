@@ -1,24 +1,21 @@
 """Offscreen images of a rig's face with pyrender (headless: OSMesa by default).
 
-``PYOPENGL_PLATFORM`` must be set before OpenGL is first imported; this module
-sets it to ``osmesa`` unless the caller chose (e.g. ``egl`` on a GPU machine).
+``PYOPENGL_PLATFORM`` must be set before OpenGL is first imported: the first ``Renderer``
+sets it to ``osmesa`` unless the caller chose (e.g. ``egl`` on a GPU machine), then imports
+pyrender.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+import numpy as np
+from PIL import Image
 
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pyrender  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from bsviz.colours import vertex_colours  # noqa: E402
-from bsviz.files import atomic_path  # noqa: E402
-from bsviz.rig import Rig, vertex_normals  # noqa: E402
+from bsviz.files import atomic_path
+from bsviz.rig.colours import vertex_colours
+from bsviz.rig.rig import Rig, vertex_normals
 
 # Camera yaw about the head's vertical axis, degrees (positive: the face's left side).
 VIEWS = {"front": 0.0, "three_quarter": 40.0, "profile": 90.0}
@@ -49,9 +46,13 @@ class Renderer:
     """
 
     def __init__(self, rig: Rig, size: int = 512, yfov_deg: float = 30.0):
-        self.faces = rig.visible_faces()
+        os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+        import pyrender  # imported here: OpenGL reads PYOPENGL_PLATFORM when first imported
+
+        self._pyrender = pyrender
+        self.triangles = rig.visible_triangles()
         self.colours = vertex_colours(rig)
-        used = rig.neutral[np.unique(self.faces)]
+        used = rig.neutral[np.unique(self.triangles)]
         lo, hi = used.min(axis=0), used.max(axis=0)
         self.target = (lo + hi) / 2
         radius = np.linalg.norm(hi - lo) / 2
@@ -75,9 +76,10 @@ class Renderer:
             raise ValueError(f"unknown view '{view}' (choose from {', '.join(VIEWS)})")
         yaw = np.radians(VIEWS[view] if isinstance(view, str) else float(view))
         vertices = np.asarray(vertices, np.float32)
+        pyrender = self._pyrender
         primitive = pyrender.Primitive(
-            positions=vertices, normals=vertex_normals(vertices, self.faces),
-            indices=self.faces, color_0=self.colours if colours is None else colours,
+            positions=vertices, normals=vertex_normals(vertices, self.triangles),
+            indices=self.triangles, color_0=self.colours if colours is None else colours,
             material=pyrender.MetallicRoughnessMaterial(metallicFactor=0.0, roughnessFactor=0.7,
                                                         doubleSided=True))
         scene = pyrender.Scene(bg_color=(*BACKGROUND, 1.0), ambient_light=(ambient,) * 3)

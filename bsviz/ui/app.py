@@ -1,10 +1,11 @@
 """The bsviz web app (Gradio): a face photo or video in; the expression, the 53 blendshape
 weights and the 3D face out, editable with sliders and exportable.
 
-``bsviz app`` (or ``python -m bsviz.app``) serves ``demo`` on 127.0.0.1. The model is
-``--model``, else ``$BSVIZ_MODEL``, else the shipped ``models/blendshape_fernet.pt``.
-Everything the app writes (uploads included) goes into one temp folder per process,
-``WORK_DIR``, removed at exit; Gradio's analytics are off, so nothing is looked up outside.
+``bsviz app`` (or ``python -m bsviz.ui.app``) calls ``launch``, which loads the model
+(``--model``, else ``$BSVIZ_MODEL``, else the shipped one) into an ``Engine`` and serves
+``build_demo()`` on 127.0.0.1. Importing this module does nothing else: the engine makes its own
+temp folder, and ``launch`` points Gradio's uploads there and turns Gradio's analytics off, so
+nothing is looked up outside; the folder is removed when the engine closes or the process exits.
 """
 
 from __future__ import annotations
@@ -24,75 +25,30 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read when gradio is imported
-WORK_DIR = Path(tempfile.mkdtemp(prefix="bsviz-app-"))
-os.environ.setdefault("GRADIO_TEMP_DIR", str(WORK_DIR))  # uploads and Gradio's file cache
-# Gradio summarises its run statistics with pandas after every event by default: costly under load.
-os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
-atexit.register(shutil.rmtree, WORK_DIR, ignore_errors=True)
-# Noise from Gradio's internals: it replaces its own asyncio loops while building and
-# launching (utils.safe_get_lock), and its run statistics use deprecated pandas calls.
-warnings.filterwarnings("ignore", "unclosed event loop", ResourceWarning)
-warnings.filterwarnings("ignore", category=DeprecationWarning, module="gradio")
+import gradio as gr
+import numpy as np
+import torch
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
-
-from bsviz.blend import blend  # noqa: E402
-from bsviz.colours import heat_colours, vertex_colours  # noqa: E402
-from bsviz.data import MAX_PIXELS, DataError, check_image_size, read_rgb  # noqa: E402
-from bsviz.export import save_mesh, save_rig_glb  # noqa: E402
-from bsviz.faces import NoFaceError, draw_box  # noqa: E402
-from bsviz.files import write_bytes_atomic  # noqa: E402
-from bsviz.plot import compare_figure, displacement, timeline_figure, weights_figure  # noqa: E402
-from bsviz.predict import Prediction, Predictor  # noqa: E402
-from bsviz.render import Renderer  # noqa: E402
-from bsviz.rig import REGIONS, load_rig, shape_region  # noqa: E402
-from bsviz.video import MAX_FRAMES, SMOOTHING, VideoFrames, smooth  # noqa: E402
+from bsviz.assets import example_paths
+from bsviz.fer.predict import Prediction, Predictor
+from bsviz.files import write_bytes_atomic
+from bsviz.rig.blend import blend, displacement
+from bsviz.rig.colours import heat_colours, vertex_colours
+from bsviz.rig.export import save_mesh, save_rig_glb
+from bsviz.rig.render import Renderer
+from bsviz.rig.rig import REGIONS, load_rig, shape_region
+from bsviz.ui.plot import compare_figure, timeline_figure, weights_figure
+from bsviz.vision.faces import NoFaceError, draw_box
+from bsviz.vision.image import ImageError, read_image
+from bsviz.vision.video import MAX_FRAMES, SMOOTHING, VideoFrames, smooth
 
 MODEL_ENV = "BSVIZ_MODEL"
-EXAMPLES = sorted((Path(__file__).resolve().parent / "examples").glob("*.png"))
 MAX_FILE_SIZE = "25mb"   # uploads larger than this are refused by Gradio
 SHOW_SIZE = 512          # px; longer side of the image shown back with its face box
 STILL_SIZE = 320         # px; the rendered still
 CONCURRENCY = 2          # requests worked on at once (queued beyond); videos: one at a time
 TORCH_THREADS = 1        # per request: with CONCURRENCY requests at once, more threads contend
 QUEUE = {"concurrency_id": "photo"}
-MODES = {"L": "grayscale", "LA": "grayscale + alpha", "I;16": "16-bit grayscale",
-         "I": "16/32-bit grayscale", "P": "palette", "RGBA": "RGBA", "RGB": "RGB"}
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def load_image(image: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
-    """An upload (a file path, checked from its header before decoding) or a webcam frame
-    (an array) as (H, W, 3) uint8 RGB, and a description such as 'a.png (640x480 RGBA)'.
-
-    Raises DataError for a non-image, damaged, too large or too small file.
-    """
-    if isinstance(image, np.ndarray):
-        height, width = image.shape[:2]
-        check_image_size("the webcam frame", width, height)
-        return read_rgb(image), f"the webcam frame ({width}x{height})"
-    name = Path(image).name
-    try:
-        with Image.open(image) as im:  # reads the header only
-            (width, height), mode = im.size, im.mode
-    except Image.DecompressionBombError:
-        raise DataError(f"{name} is too large to open safely (a decompression bomb?); the "
-                        f"limit is {MAX_PIXELS / 1e6:.0f} Mpx") from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
-        raise DataError(f"{name} is not an image file this app can read "
-                        "(use PNG, JPEG or WebP)") from None
-    check_image_size(name, width, height)
-    try:
-        rgb = read_rgb(image)
-    except DataError:
-        raise DataError(f"cannot decode {name}: the file is damaged or truncated") from None
-    return rgb, f"{name} ({width}x{height} {MODES.get(mode, mode)})"
 
 
 # --------------------------------------------------------------------------- engine
@@ -128,7 +84,9 @@ class VideoAnalysis:
 class Engine:
     """The network, the rig and a renderer, shared by all sessions (thread-safe)."""
 
-    def __init__(self, model_path: str | Path | None = None, out_dir: Path = WORK_DIR / "out"):
+    def __init__(self, model_path: str | Path | None = None, out_dir: str | Path | None = None):
+        """Load the network (``model_path``, default: the shipped one) and the rig; files go
+        into ``out_dir`` (default: a new temp folder of the engine's own, removed on ``close``)."""
         self.predictor = Predictor(model_path)
         self.rig = load_rig()
         name = model_path or "the shipped model"
@@ -138,27 +96,36 @@ class Engine:
         if self.predictor.shape_names != self.rig.names:
             raise ValueError(f"the shape names of {name} are not the rig's")
         self.classes = self.predictor.classes
-        self.faces = self.rig.visible_faces()
+        self.triangles = self.rig.visible_triangles()
         self.colours = vertex_colours(self.rig)
         self.renderer = Renderer(self.rig, size=STILL_SIZE)
-        self.out_dir = out_dir
+        self._own_dir = out_dir is None
+        self.out_dir = Path(tempfile.mkdtemp(prefix="bsviz-app-") if out_dir is None else out_dir)
+        if self._own_dir:
+            atexit.register(shutil.rmtree, self.out_dir, ignore_errors=True)
         # MediaPipe's landmarker is not thread-safe, nor is warnings.catch_warnings (global
         # state): both are used only under this lock.
         self._predict_lock = threading.Lock()
         self._render_lock = threading.Lock()  # one GL context
 
     def close(self) -> None:
+        """Close the renderer and the face finder; remove the engine's own temp folder."""
         self.renderer.close()
+        self.predictor.close()
+        if self._own_dir:
+            shutil.rmtree(self.out_dir, ignore_errors=True)
 
     def analyse(self, image: str | Path | np.ndarray) -> Analysis:
-        """The face in an upload or webcam frame. Raises DataError for unusable input."""
-        rgb, what = load_image(image)
+        """The face in an upload (a file path) or a webcam frame (an array).
+
+        Raises ImageError for an unusable image and NoFaceError when there is no face."""
+        rgb, what = read_image(image, "the webcam frame" if isinstance(image, np.ndarray) else None)
         with self._predict_lock, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 prediction = self.predictor.predict(rgb)
             except NoFaceError:
-                raise DataError(f"no face found in {what}; try a photo with a clear, "
+                raise NoFaceError(f"no face found in {what}; try a photo with a clear, "
                                 "frontal face") from None
         notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
         return Analysis(rgb, what, prediction, notes)
@@ -206,7 +173,7 @@ class Engine:
                     rows.append(np.full(c + self.rig.n_shapes, np.nan))
         found = np.isfinite(rows).all(axis=1)
         if not found.any():
-            raise DataError(f"no face found in any of the {len(found)} frames of "
+            raise NoFaceError(f"no face found in any of the {len(found)} frames of "
                             f"{frames.path.name}")
         times = np.arange(len(found)) / frames.fps
         smoothed = smooth(np.array(rows))
@@ -224,7 +191,7 @@ class Engine:
 
     def _mesh_args(self, weights, heatmap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         vertices, colours = self.mesh(weights, heatmap)
-        return vertices, self.faces, colours
+        return vertices, self.triangles, colours
 
     def _folder(self) -> Path:
         """A new folder under ``out_dir`` (file names stay readable for downloads)."""
@@ -240,7 +207,7 @@ _engine_lock = threading.Lock()
 def load(model_path: str | Path | None = None) -> Engine:
     """Load the model the app serves: ``model_path``, else $BSVIZ_MODEL, else the shipped one.
 
-    Raises FileNotFoundError naming the file when it is missing (the old model stays).
+    Raises CheckpointError naming the file when it is missing or unusable (the old model stays).
     """
     global _engine
     new = Engine(model_path or os.environ.get(MODEL_ENV) or None)
@@ -274,7 +241,7 @@ def on_photo(image: str | np.ndarray | None, heatmap: bool = False) -> tuple:
         return ("", None, None, None, None, None, *unchanged)
     try:
         a = engine().analyse(image)
-    except DataError as e:
+    except (ImageError, NoFaceError) as e:
         _warn(str(e))
         return (f"Error: {e}", None, None, None, None, None, *unchanged)
     for note in a.notes:
@@ -292,7 +259,7 @@ def on_photo(image: str | np.ndarray | None, heatmap: bool = False) -> tuple:
 
 def on_example(heatmap: bool, selected: gr.SelectData) -> tuple:
     """A gallery example clicked: ``on_photo`` on its file."""
-    return on_photo(str(EXAMPLES[selected.index]), heatmap)
+    return on_photo(str(example_paths()[selected.index]), heatmap)
 
 
 def on_edit(heatmap: bool, *weights: float) -> str:
@@ -316,7 +283,7 @@ def on_video(path: str | None) -> tuple:
         return ("", None, None, None, None)
     try:
         v = engine().analyse_video(path)
-    except DataError as e:
+    except (ImageError, NoFaceError) as e:
         _warn(str(e))
         return (f"Error: {e}", None, None, None, None)
     f = v.frames
@@ -341,8 +308,10 @@ def on_video(path: str | None) -> tuple:
 
 
 def build_demo() -> gr.Blocks:
-    """The app's Blocks: a Photo tab (input, prediction, 3D face, editing) and a Video tab."""
+    """The app's Blocks: a Photo tab (input, prediction, 3D face, editing) and a Video tab.
+    Its handlers serve the engine ``load`` made (loaded on first use otherwise)."""
     names = load_rig().names
+    examples = example_paths()
     with gr.Blocks(title="bsviz: expression and 3D blendshapes",
                    delete_cache=(600, 3600)) as demo:
         gr.Markdown("## bsviz: facial expression and 3D blendshapes\nA two-stream CNN "
@@ -357,7 +326,7 @@ def build_demo() -> gr.Blocks:
                     with gr.Tab("Webcam"):
                         webcam = gr.Image(label="Webcam", sources=["webcam"], type="numpy")
                     with gr.Tab("Examples"):
-                        gallery = gr.Gallery([(str(p), p.stem) for p in EXAMPLES],
+                        gallery = gr.Gallery([(str(p), p.stem) for p in examples],
                                              label="Renders of the rig (click one)", columns=3,
                                              allow_preview=False, height=260)
                     shown = gr.Image(label="Face found", interactive=False, height=300,
@@ -423,29 +392,38 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-demo = build_demo()
-
-
 def launch(host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-           model: str | Path | None = None, **kwargs) -> None:
-    """Load the model (a missing file fails here, named), then serve ``demo``.
+           model: str | Path | None = None, **kwargs) -> gr.Blocks:
+    """Load the model (a missing or damaged file fails here, named), then serve the app.
 
     ``share`` asks Gradio for a public link, which needs internet access; without it
     Gradio says it could not create one and the app serves locally. ``kwargs`` go to
-    ``Blocks.launch`` (e.g. ``prevent_thread_lock=True``).
+    ``Blocks.launch`` (e.g. ``prevent_thread_lock=True``). Returns the running Blocks.
     """
     torch.set_num_threads(TORCH_THREADS)
     served = load(model)
-    if EXAMPLES:
-        served.analyse(EXAMPLES[0])  # warm up MediaPipe and the network before serving
+    os.environ["GRADIO_TEMP_DIR"] = str(served.out_dir)  # uploads too; read when serving starts
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    # Gradio summarises its run statistics with pandas after every event by default: costly.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
+    examples = example_paths()
+    if examples:
+        served.analyse(examples[0])  # warm up MediaPipe and the network before serving
     blocking = not kwargs.get("prevent_thread_lock")
     if blocking and threading.current_thread() is threading.main_thread():
-        # `kill` then stops the server as Ctrl-C does, and WORK_DIR is removed at exit.
+        # `kill` then stops the server as Ctrl-C does, and the temp folder is removed at exit.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with warnings.catch_warnings():
+        # Noise from Gradio's internals: it replaces its own asyncio loops while building and
+        # launching (utils.safe_get_lock), and its run statistics use deprecated pandas calls.
+        warnings.filterwarnings("ignore", "unclosed event loop", ResourceWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="gradio")
+        demo = build_demo()
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64).launch(
         server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-        allowed_paths=[str(EXAMPLES[0].parent)] if EXAMPLES else None, ssr_mode=False,
+        allowed_paths=[str(examples[0].parent)] if examples else None, ssr_mode=False,
         **kwargs)
+    return demo
 
 
 if __name__ == "__main__":

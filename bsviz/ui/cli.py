@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bsviz.rig import load_npz, load_rig, save_npz
+from bsviz.rig.rig import load_npz, load_rig, save_npz
 
 # A sample expression for the demo: a broad smile with raised cheeks and brows.
 DEMO_EXPRESSION = {"mouthSmile_L": 0.9, "mouthSmile_R": 0.9, "cheekSquint_L": 0.6,
@@ -57,7 +57,7 @@ def _split_identity(rig, weights: dict[str, float]):
 
 
 def _face(args):
-    from bsviz.blend import blend
+    from bsviz.rig.blend import blend
 
     rig = _rig(args)
     expression, identity = _split_identity(rig, parse_weights(args.set, args.weights))
@@ -69,18 +69,18 @@ def _rig(args):
 
 
 def cmd_blend(args) -> None:
-    from bsviz.colours import face_colours
-    from bsviz.export import save_mesh
+    from bsviz.rig.colours import face_colours
+    from bsviz.rig.export import save_mesh
 
     rig, vertices = _face(args)
     colours = face_colours(rig, vertices, args.heatmap)
-    path = save_mesh(args.out, vertices, rig.visible_faces(), colours)
+    path = save_mesh(args.out, vertices, rig.visible_triangles(), colours)
     print(f"wrote {path} ({rig.n_vertices} vertices)")
 
 
 def cmd_render(args) -> None:
-    from bsviz.colours import face_colours
-    from bsviz.render import VIEWS, Renderer, save_png
+    from bsviz.rig.colours import face_colours
+    from bsviz.rig.render import VIEWS, Renderer, save_png
 
     rig, vertices = _face(args)
     views = list(VIEWS) if args.view == "all" else [args.view]
@@ -96,22 +96,22 @@ def cmd_render(args) -> None:
 def cmd_rig_info(args) -> None:
     rig = _rig(args)
     print(f"rig: {rig.source}")
-    print(f"vertices: {rig.n_vertices}  triangles: {len(rig.faces)}  "
-          f"(drawn: {len(rig.visible_faces())})")
+    print(f"vertices: {rig.n_vertices}  triangles: {len(rig.triangles)}  "
+          f"(drawn: {len(rig.visible_triangles())})")
     print(f"groups ({len(rig.group_names)}): {', '.join(rig.group_names)}")
     print(f"expression shapes ({rig.n_shapes}): {', '.join(rig.names)}")
     print(f"identity shapes ({len(rig.identity_names)}): {', '.join(rig.identity_names) or '-'}")
     if args.check:
-        from bsviz.rig import mesh_report
+        from bsviz.rig.rig import mesh_report
 
-        for key, value in mesh_report(rig.neutral, rig.faces).items():
+        for key, value in mesh_report(rig.neutral, rig.triangles).items():
             print(f"  {key}: {value}")
 
 
 def cmd_rig_convert(args) -> None:
     source = Path(args.source)
-    if source.suffix == ".npz" and args.faces_from:
-        rig = load_npz(source, faces_from=args.faces_from)
+    if source.suffix == ".npz" and args.triangles_from:
+        rig = load_npz(source, triangles_from=args.triangles_from)
     else:
         rig = load_rig(source, neutral=args.neutral)
     save_npz(rig, args.out)
@@ -120,9 +120,9 @@ def cmd_rig_convert(args) -> None:
 
 
 def cmd_rig_glb(args) -> None:
-    from bsviz.blend import weight_vector
-    from bsviz.colours import vertex_colours
-    from bsviz.export import save_rig_glb
+    from bsviz.rig.blend import weight_vector
+    from bsviz.rig.colours import vertex_colours
+    from bsviz.rig.export import save_rig_glb
 
     rig = _rig(args)
     animation = None
@@ -142,10 +142,10 @@ def cmd_rig_glb(args) -> None:
 
 def cmd_demo(args) -> None:
     """Render the shipped rig with a sample expression; write a mesh and an animated rig GLB."""
-    from bsviz.blend import blend, weight_vector
-    from bsviz.colours import vertex_colours
-    from bsviz.export import save_mesh, save_rig_glb
-    from bsviz.render import VIEWS, Renderer, save_png
+    from bsviz.rig.blend import blend, weight_vector
+    from bsviz.rig.colours import vertex_colours
+    from bsviz.rig.export import save_mesh, save_rig_glb
+    from bsviz.rig.render import VIEWS, Renderer, save_png
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def cmd_demo(args) -> None:
     with Renderer(rig, size=512) as renderer:
         for view in VIEWS:
             save_png(out / f"demo_{view}.png", renderer.render(vertices, view))
-    save_mesh(out / "demo_face.glb", vertices, rig.visible_faces(), vertex_colours(rig))
+    save_mesh(out / "demo_face.glb", vertices, rig.visible_triangles(), vertex_colours(rig))
     peak = weight_vector(DEMO_EXPRESSION, rig.names)
     ramp = np.sin(np.linspace(0, math.pi, 60))[:, None].astype(np.float32)  # 0 -> 1 -> 0, 2 s
     save_rig_glb(out / "demo_rig_animated.glb", rig, animation=ramp * peak, fps=30,
@@ -164,7 +164,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_label(args) -> None:
-    from bsviz.labels import class_means, label_dataset, top_table
+    from bsviz.fer.labels import class_means, label_dataset, top_table
 
     labels = label_dataset(args.data_dir, args.out, workers=args.workers,
                            progress=not args.quiet)
@@ -183,9 +183,9 @@ def cmd_label(args) -> None:
 
 
 def cmd_synth(args) -> None:
-    from bsviz.synth import render_synthetic
+    from bsviz.fer.synth import render_synthetic
 
-    synth = render_synthetic(args.n, args.out, seed=args.seed)
+    synth = render_synthetic(args.n, args.out, seed=args.seed, label_files=args.labels)
     summary = json.loads((Path(args.out) / "synth.json").read_text())
     crop = summary["mediapipe_crop"]
     print(f"wrote {Path(args.out) / 'synth.npz'}: {len(synth.weights)} of {summary['requested']} "
@@ -193,11 +193,12 @@ def cmd_synth(args) -> None:
           f"on the crops: MAE {crop['mae']:.3f} (constant guess {crop['baseline_mae']:.3f})")
 
 
-def train_config(args):
-    """A TrainConfig from ``--config FILE.json`` and any per-field flags (flags win)."""
+def train_config(args, fixed: tuple[str, ...] = ()):
+    """A TrainConfig from ``--config FILE.json`` and any per-field flags (flags win); the
+    ``fixed`` fields are the command's to set, and refused in the file."""
     from dataclasses import fields
 
-    from bsviz.train import TrainConfig
+    from bsviz.fer.train import TrainConfig
 
     values: dict = {}
     if args.config:
@@ -208,16 +209,20 @@ def train_config(args):
         unknown = set(values) - {f.name for f in fields(TrainConfig)}
         if unknown:
             raise CliError(f"unknown config keys in {args.config}: {', '.join(sorted(unknown))}")
+        taken = sorted(set(values) & set(fixed))
+        if taken:
+            raise CliError(f"{args.config} sets {', '.join(taken)}, which this command sets itself")
     values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig)
                    if getattr(args, f.name, None) is not None})
     return TrainConfig(**values)
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (``--epochs 30``, ``--widths 32,64,...``)."""
+def _add_config_flags(p: argparse.ArgumentParser, fixed: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field (``--epochs 30``, ``--widths 32,64,...``), but for the
+    ``fixed`` ones, which the command sets itself."""
     from dataclasses import MISSING, fields
 
-    from bsviz.train import TrainConfig
+    from bsviz.fer.train import TrainConfig
 
     def parse_bool(text: str) -> bool:
         if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
@@ -228,6 +233,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         return tuple(int(x) for x in text.split(","))
 
     for f in fields(TrainConfig):
+        if f.name in fixed:
+            continue
         kind = str(f.type)
         convert = (parse_bool if "bool" in kind else parse_ints if "tuple" in kind
                    else int if kind.startswith("int") else float if kind.startswith("float")
@@ -238,7 +245,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> None:
-    from bsviz.train import train
+    from bsviz.fer.train import train
 
     result = train(train_config(args))
     if "test_accuracy" in result or "test_mae" in result:
@@ -248,7 +255,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from bsviz.predict import Predictor
+    from bsviz.fer.predict import Predictor
 
     predictor = Predictor(args.model, flip=args.flip)
     prediction = predictor.predict(args.image)
@@ -264,45 +271,51 @@ def cmd_predict(args) -> None:
             print("  top weights: " + ", ".join(
                 f"{prediction.shape_names[i]} {prediction.weights[i]:.2f}" for i in top))
     if args.mesh:
-        from bsviz.blend import blend
-        from bsviz.colours import vertex_colours
-        from bsviz.export import save_mesh
+        from bsviz.rig.blend import blend
+        from bsviz.rig.colours import vertex_colours
+        from bsviz.rig.export import save_mesh
 
         if prediction.weights is None:
             raise CliError("this model regresses no blendshape weights; --mesh needs them")
-        rig = load_rig()
+        rig = _rig(args)
         save_mesh(args.mesh, blend(rig, dict(zip(prediction.shape_names, prediction.weights))),
-                  rig.visible_faces(), vertex_colours(rig))
+                  rig.visible_triangles(), vertex_colours(rig))
         print(f"wrote {args.mesh}", file=sys.stderr if args.json else sys.stdout)
 
 
-def cmd_eval(args) -> None:
-    """Run one of the paper's experiments (resuming finished runs) and write its JSON."""
-    from bsviz import evaluate
+# TrainConfig fields each experiment sets itself (per run), so `bsviz eval` offers no flag for them.
+FER_FIXED = ("kind", "dataset", "seed", "fold", "n_folds", "resume", "init_image",
+             "init_blendshape")
+CK_FIXED = ("kind", "dataset", "fold", "resume", "init_image", "init_blendshape")
 
-    cfg = train_config(args)
-    if args.experiment == "fer2013":
-        summary = evaluate.fer2013_experiment(cfg, args.seeds, args.fusion_epochs)
-    elif args.experiment == "ck+":
-        if not (cfg.init_image and cfg.init_blendshape):
-            raise CliError("eval ck+ needs --init-image and --init-blendshape (FER2013 streams)")
-        summary = evaluate.ck_experiment(cfg, cfg.init_image,
-                                         cfg.init_blendshape, args.folds)
-    else:
-        summary = evaluate.blendshape_reference(
-            cfg.data_dir, args.ck_labels, args.fer_labels, args.regressor,
-            cache_dir=cfg.cache_dir)
-        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+
+def cmd_eval(args) -> None:
+    """Run one of the paper's experiments (resuming finished runs) and print its summary."""
+    from bsviz.fer import experiments, reports
+
+    if args.experiment == "reference":
+        summary = experiments.blendshape_reference(
+            args.data_dir, args.ck_labels, args.fer_labels, args.regressor,
+            cache_dir=args.cache_dir)
         from bsviz.files import atomic_path
 
-        with atomic_path(Path(cfg.out_dir) / "reference.json") as tmp:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        with atomic_path(Path(args.out_dir) / "reference.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: v for k, v in summary.items() if k != "models"}, indent=1)
-          if args.experiment == "reference" else evaluate.format_summary(summary))
+        print(json.dumps(summary, indent=1))
+        return
+    if args.experiment == "fer2013":
+        summary = experiments.fer2013_experiment(train_config(args, FER_FIXED), args.seeds,
+                                                 args.fusion_epochs)
+    else:
+        cfg = train_config(args, CK_FIXED)
+        summary = experiments.ck_experiment(cfg, args.init_image, args.init_blendshape,
+                                            args.folds)
+    print(reports.format_summary(summary))
 
 
 def cmd_app(args) -> None:
-    from bsviz.app import launch
+    from bsviz.ui.app import launch
 
     launch(args.host, args.port, args.share, args.model)
 
@@ -350,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="an .npz rig or a folder of OBJ files")
     p.add_argument("out", help="output .npz")
     p.add_argument("--neutral", help="the neutral OBJ in a folder without manifest.json")
-    p.add_argument("--faces-from", help="an OBJ giving faces to an .npz that has none")
+    p.add_argument("--triangles-from", help="an OBJ giving its triangles to an .npz that has none")
     p.set_defaults(func=cmd_rig_convert)
     p = rig.add_parser("glb", help="export the rig as a GLB with named morph targets")
     _add_rig_arg(p)
@@ -372,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True, help="how many faces")
     p.add_argument("--out", required=True, help="output folder (synth.npz, synth.json)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labels", nargs="*", metavar="FILE.npz",
+                   default=["runs/labels/ck+48.npz", "runs/labels/fer2013.npz"],
+                   help="label files whose class means centre the weight prior (default: "
+                        "runs/labels/ck+48.npz runs/labels/fer2013.npz; none: a sparse prior)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train a stream or the two-stream network")
@@ -379,16 +396,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="the paper's experiments: fer2013, ck+ or reference")
-    p.add_argument("experiment", choices=["fer2013", "ck+", "reference"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fer2013 seeds")
-    p.add_argument("--folds", type=int, nargs="+", help="ck+ folds (default: all)")
-    p.add_argument("--fusion-epochs", type=int, default=15, help="fer2013 two-stream epochs")
-    p.add_argument("--ck-labels", default="runs/labels/ck+48.npz", help="reference: CK+ labels")
-    p.add_argument("--fer-labels", default="runs/labels/fer2013.npz", help="reference: FER labels")
-    p.add_argument("--regressor", help="reference: a checkpoint whose blendshape stream to use")
+    experiment = sub.add_parser("eval", help="the paper's experiments: fer2013, ck+ or reference"
+                                ).add_subparsers(dest="experiment", required=True)
+    p = experiment.add_parser("fer2013", help="image, blendshape and two-stream networks per seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--fusion-epochs", type=int, default=15, help="two-stream epochs")
     p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
-    _add_config_flags(p)
+    _add_config_flags(p, FER_FIXED)
+    p.set_defaults(func=cmd_eval)
+    p = experiment.add_parser("ck+", help="image and two-stream networks per subject-independent "
+                                          "fold, started from FER2013 streams")
+    p.add_argument("--folds", type=int, nargs="+", help="folds (default: all)")
+    p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
+    _add_config_flags(p, CK_FIXED)
+    for stream in ("image", "blendshape"):
+        p.add_argument(f"--init-{stream}", required=True,
+                       help=f"a FER2013 checkpoint whose {stream} stream starts each fold")
+    p.set_defaults(func=cmd_eval)
+    p = experiment.add_parser("reference", help="logistic regression on blendshapes alone")
+    p.add_argument("--data-dir", required=True, help="the folder holding fer2013/ and ck+48/")
+    p.add_argument("--ck-labels", default="runs/labels/ck+48.npz", help="CK+ labels")
+    p.add_argument("--fer-labels", default="runs/labels/fer2013.npz", help="FER2013 labels")
+    p.add_argument("--regressor", help="a checkpoint whose blendshape stream to use as well")
+    p.add_argument("--out-dir", default="runs/reference", help="where reference.json goes")
+    p.add_argument("--cache-dir", default="runs/cache", help="decoded images")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="expression and blendshape weights of the face in a photo")
@@ -398,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a checkpoint (default: the shipped models/blendshape_fernet.pt)")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="run the crop once, without averaging in its mirror image")
+    _add_rig_arg(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("app", help="serve the web app (Gradio) on this machine")

@@ -18,20 +18,21 @@ import ipywidgets as w
 import numpy as np
 import plotly.graph_objects as go
 
-from bsviz.blend import WeightError, blend, weight_vector
-from bsviz.colours import face_colours
-from bsviz.export import save_mesh
+from bsviz.assets import presets_path
 from bsviz.files import write_bytes_atomic
-from bsviz.plot import displacement, mesh_figure, set_vertices
-from bsviz.rig import REGIONS, Rig, load_rig, shape_region
+from bsviz.rig.blend import WeightError, blend, displacement, weight_vector
+from bsviz.rig.colours import face_colours
+from bsviz.rig.export import save_mesh
+from bsviz.rig.rig import REGIONS, Rig, load_rig, shape_region
+from bsviz.ui.plot import mesh_figure, set_vertices
 
-PRESETS_PATH = Path(__file__).resolve().parent.parent / "models" / "expression_presets.json"
 IDENTITY_RANGE = (-2.0, 2.0)
 
 
-def load_presets(path: str | Path = PRESETS_PATH) -> dict[str, dict[str, float]]:
-    """Expression presets ``{class_name: {shape_name: weight}}`` from JSON; {} if no file."""
-    path = Path(path)
+def load_presets(path: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """Expression presets ``{class_name: {shape_name: weight}}`` from JSON (default: the shipped
+    ones); {} if no file."""
+    path = presets_path() if path is None else Path(path)
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -66,7 +67,7 @@ class BlendshapeExplorer:
                  presets: Mapping[str, Mapping[str, float]] | None = None,
                  out_dir: str | Path = ".") -> None:
         self.rig = load_rig() if rig is None else rig
-        self.faces = self.rig.visible_faces()
+        self.triangles = self.rig.visible_triangles()
         self.out_dir = Path(out_dir)
         presets = load_presets() if presets is None else presets
         self.presets = {"neutral": {}, **{name: dict(p) for name, p in presets.items()}}
@@ -108,7 +109,7 @@ class BlendshapeExplorer:
         for label, export in exports.items():
             self.export_buttons[label].on_click(lambda _, export=export: self._report(export))
 
-        self.figure = go.FigureWidget(mesh_figure(self.current_vertices(), self.faces))
+        self.figure = go.FigureWidget(mesh_figure(self.current_vertices(), self.triangles))
         controls = w.VBox([self.search, w.HBox([self.link, self.heatmap, self.reset_button]),
                            self.preset, self.regions,
                            w.HBox([self.file_name, *self.export_buttons.values()]), self.status],
@@ -160,7 +161,8 @@ class BlendshapeExplorer:
         v = self.current_vertices()
         colours = face_colours(self.rig, v, self.heatmap.value)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        return save_mesh(self.out_dir / f"{self.file_name.value}{suffix}", v, self.faces, colours)
+        path = self.out_dir / f"{self.file_name.value}{suffix}"
+        return save_mesh(path, v, self.triangles, colours)
 
     def export_weights(self) -> Path:
         """Write ``out_dir/<file>.json``: ``{name: value}`` for every slider.
@@ -216,6 +218,6 @@ class BlendshapeExplorer:
         heat = displacement(self.rig, v) if self.heatmap.value else None
         if restyle:
             self.figure.data = []
-            self.figure.add_trace(mesh_figure(v, self.faces, heat).data[0])
+            self.figure.add_trace(mesh_figure(v, self.triangles, heat).data[0])
         else:
             set_vertices(self.figure, v, heat)

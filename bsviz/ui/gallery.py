@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from bsviz.blend import blend
 from bsviz.files import atomic_path
-from bsviz.render import Renderer
-from bsviz.rig import Rig
+from bsviz.rig.blend import blend
+from bsviz.rig.render import Renderer
+from bsviz.rig.rig import Rig
 
 
 def label_grid(images: np.ndarray, weights: np.ndarray, names: Sequence[str], rig: Rig,

@@ -9,15 +9,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from bsviz.rig import REGIONS, Rig, shape_region
+from bsviz.rig.blend import displacement
+from bsviz.rig.rig import REGIONS, Rig, shape_region
 
 
-def displacement(rig: Rig, vertices: np.ndarray) -> np.ndarray:
-    """(..., V) float32 distance |T - b0| of each vertex from the neutral face, centimetres."""
-    return np.linalg.norm(np.asarray(vertices, np.float32) - rig.neutral, axis=-1)
-
-
-def mesh_figure(vertices: np.ndarray, faces: np.ndarray, intensity: np.ndarray | None = None,
+def mesh_figure(vertices: np.ndarray, triangles: np.ndarray, intensity: np.ndarray | None = None,
                 title: str = "", height: int = 600) -> go.Figure:
     """A plotly figure of one mesh (V, 3) with triangles (F, 3), seen from the front.
 
@@ -28,8 +24,8 @@ def mesh_figure(vertices: np.ndarray, faces: np.ndarray, intensity: np.ndarray |
     colour = ({"intensity": intensity, "colorscale": "Viridis",
                "colorbar": {"title": {"text": "|T-b0| cm"}}}
               if intensity is not None else {"color": "rgb(222,176,150)"})
-    mesh = go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=faces[:, 0], j=faces[:, 1],
-                     k=faces[:, 2], flatshading=False, hoverinfo="skip",
+    mesh = go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=triangles[:, 0], j=triangles[:, 1],
+                     k=triangles[:, 2], flatshading=False, hoverinfo="skip",
                      lighting={"ambient": 0.45, "diffuse": 0.8, "specular": 0.1,
                                "roughness": 0.7},
                      lightposition={"x": 0, "y": 200, "z": 1000}, **colour)
@@ -53,11 +49,11 @@ def set_vertices(fig: go.Figure, vertices: np.ndarray, intensity: np.ndarray | N
         fig.data[0].update(update)
 
 
-def heatmap_figure(rig: Rig, vertices: np.ndarray, faces: np.ndarray | None = None,
+def heatmap_figure(rig: Rig, vertices: np.ndarray, triangles: np.ndarray | None = None,
                    title: str = "displacement |T - b0|") -> go.Figure:
     """A mesh figure coloured by each vertex's displacement from the neutral face."""
-    faces = rig.visible_faces() if faces is None else faces
-    return mesh_figure(vertices, faces, intensity=displacement(rig, vertices), title=title)
+    triangles = rig.visible_triangles() if triangles is None else triangles
+    return mesh_figure(vertices, triangles, intensity=displacement(rig, vertices), title=title)
 
 
 def by_region(names: Sequence[str]) -> list[int]:

@@ -1,18 +1,17 @@
 """Find a face in any photo with MediaPipe FaceLandmarker; landmarks, blendshapes, aligned crop.
 
-The landmarker (the ``face_landmarker.task`` bundle in ``models/``) gives per face
-478 landmarks and 52 blendshape scores (``_neutral`` + 51 ARKit names). Its face
+The landmarker (the shipped ``face_landmarker.task`` bundle) gives per face 478 landmarks
+and 52 blendshape scores (``_neutral`` + 51 ARKit names, ``scores.BLENDSHAPE_NAMES``). Its face
 detector misses small faces that fill the frame, such as the 48x48 dataset crops,
 so small inputs are upscaled (cubic) and pasted on a grey canvas first: on
 FER2013 this finds ~93% of faces instead of ~80% (see benchmarks/bench_labels.py).
 
 Creating a landmarker costs ~0.1 s: make one ``FaceFinder`` per process (never share
-it with forked workers) and call ``find`` on it; ``find_face`` does that for you.
+it with forked workers) and call ``find`` on it as often as needed.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -21,24 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bsviz.data import read_rgb
-
-MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "face_landmarker.task"
-
-# MediaPipe's 52 blendshape categories, in its output order.
-BLENDSHAPE_NAMES = (
-    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",
-    "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft",
-    "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight",
-    "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft",
-    "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen",
-    "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
-    "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight",
-    "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower",
-    "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight",
-    "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
-    "noseSneerLeft", "noseSneerRight",
-)
+from bsviz.assets import landmarker_path
+from bsviz.vision.image import ImageSource, read_rgb
+from bsviz.vision.scores import BLENDSHAPE_NAMES
 
 # Small inputs (short side < SMALL px) are scaled to UPSCALE px on their short side and
 # padded by PAD px of grey on every side: a 48x48 crop becomes 192 px on a 350 px canvas.
@@ -80,10 +64,11 @@ class FaceFinder:
     ``with FaceFinder() as finder: face = finder.find(photo)``
     """
 
-    def __init__(self, model_path: str | Path = MODEL_PATH, max_faces: int = 4):
+    def __init__(self, model_path: str | Path | None = None, max_faces: int = 4):
         import mediapipe as mp  # imported here: slow, and only face finding needs it
         from mediapipe.tasks.python import BaseOptions, vision
 
+        model_path = landmarker_path() if model_path is None else model_path
         if not Path(model_path).is_file():
             raise FileNotFoundError(f"FaceLandmarker bundle not found: {model_path}")
         options = vision.FaceLandmarkerOptions(
@@ -91,6 +76,9 @@ class FaceFinder:
             output_face_blendshapes=True, num_faces=max_faces)
         self._mp = mp
         self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        # Close before Python stops MediaPipe's executor threads, which happens before atexit
+        # handlers run (a landmarker closed later prints errors at exit).
+        threading._register_atexit(self.close)
 
     def __enter__(self) -> FaceFinder:
         return self
@@ -99,10 +87,12 @@ class FaceFinder:
         self.close()
 
     def close(self) -> None:
-        self._landmarker.close()
+        if self._landmarker is not None:
+            self._landmarker.close()
+            self._landmarker = None
 
-    def find_all(self, image, crop_size: int = 48, gray: bool = True, margin: float = 0.1
-                 ) -> list[Face]:
+    def find_all(self, image: ImageSource, crop_size: int = 48, gray: bool = True,
+                 margin: float = 0.1) -> list[Face]:
         """Every face in ``image`` (path, PIL image or array), largest first; maybe empty.
 
         See ``find`` for the arguments.
@@ -128,7 +118,8 @@ class FaceFinder:
         area = lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])  # noqa: E731
         return sorted(faces, key=area, reverse=True)
 
-    def find(self, image, crop_size: int = 48, gray: bool = True, margin: float = 0.1) -> Face:
+    def find(self, image: ImageSource, crop_size: int = 48, gray: bool = True,
+             margin: float = 0.1) -> Face:
         """The face in ``image``: the largest one, with a warning if there are several.
 
         image : path, PIL image or array; gray, RGB, RGBA, 8/16-bit, any size
@@ -187,25 +178,6 @@ def aligned_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int = 48, gray: b
     if native != size:
         crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     return crop.astype(np.float32) / 255
-
-
-_finder: tuple[int, FaceFinder] | None = None  # (pid, finder): one per process
-
-
-def default_finder() -> FaceFinder:
-    """This process's shared FaceFinder, made on first use and closed at exit."""
-    global _finder
-    if _finder is None or _finder[0] != os.getpid():  # a forked child makes its own
-        _finder = (os.getpid(), FaceFinder())
-        # Close before Python shuts down MediaPipe's executor threads, which happens
-        # before atexit handlers run (closing later prints errors at exit).
-        threading._register_atexit(_finder[1].close)
-    return _finder[1]
-
-
-def find_face(image, crop_size: int = 48, gray: bool = True, margin: float = 0.1) -> Face:
-    """``default_finder().find(...)``: the face in ``image``, see ``FaceFinder.find``."""
-    return default_finder().find(image, crop_size, gray, margin)
 
 
 def draw_box(rgb: np.ndarray, box: np.ndarray, size: int = 512) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bsviz.data import DataError, check_image_size
+from bsviz.vision.image import ImageError, check_image_size
 
 MAX_FRAMES = 300  # longer videos are evenly subsampled to this many frames
 MAX_SIDE = 640    # px; frames are scaled down to this longer side
@@ -21,7 +21,7 @@ class VideoFrames:
 
     Iterating gives (H, W, 3) uint8 RGB frames, the longer side at most ``max_side``;
     ``fps`` is the rate of the frames kept, ``stride`` how many file frames each stands for.
-    Raises DataError for a file OpenCV cannot decode or frames too small or large for a face.
+    Raises ImageError for a file OpenCV cannot decode or frames too small or large for a face.
     """
 
     def __init__(self, path: str | Path, max_frames: int = MAX_FRAMES, max_side: int = MAX_SIDE):
@@ -31,7 +31,7 @@ class VideoFrames:
         count, fps = capture.get(cv2.CAP_PROP_FRAME_COUNT), capture.get(cv2.CAP_PROP_FPS)
         capture.release()
         if not ok:
-            raise DataError(f"{self.path.name} is not a readable video file (use MP4 or WebM)")
+            raise ImageError(f"{self.path.name} is not a readable video file (use MP4 or WebM)")
         check_image_size(self.path.name, first.shape[1], first.shape[0])
         self.total = int(count) if count > 0 else None  # some containers do not say
         self.stride = math.ceil(self.total / max_frames) if self.total else 1

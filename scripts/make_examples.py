@@ -1,19 +1,19 @@
 """Write the app's example faces: the shipped ICT FaceKit rig posed and rendered (no photos).
 
-Run from the repository root: ``python bsviz/examples/make_examples.py``.
+Run from the repository root: ``python scripts/make_examples.py``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bsviz.blend import blend
-from bsviz.cli import DEMO_EXPRESSION
-from bsviz.render import Renderer, save_png
-from bsviz.rig import load_rig
-from bsviz.synth import painted_colours
+from bsviz.fer.synth import painted_colours
+from bsviz.rig.blend import blend
+from bsviz.rig.render import Renderer, save_png
+from bsviz.rig.rig import load_rig
+from bsviz.ui.cli import DEMO_EXPRESSION
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "bsviz" / "ui" / "examples"
 SIZE = 256
 
 

@@ -1,0 +1,1 @@
+"""The recognition side: datasets, labels, synthetic renders, networks, training, experiments, inference."""

@@ -1,0 +1,1 @@
+"""Front ends: the command line, the Gradio app, the notebook explorer, figures and galleries."""

@@ -1,0 +1,1 @@
+"""The shipped networks and bundles, as package data: installed as ``bsviz.models`` (see ``bsviz.assets``)."""
