@@ -5,6 +5,7 @@ from conftest import obj_vertices
 
 from bsviz.rig.blend import WeightError, WeightRangeWarning, blend, weight_vector
 from bsviz.rig.layer import BlendLayer
+from bsviz.rig.rig import Rig
 
 
 @pytest.mark.parametrize("shape", ["jawOpen", "mouthSmile_L", "eyeBlink_L"])
@@ -110,3 +111,29 @@ def test_blend_into_a_given_array(rig):
     np.testing.assert_allclose(out, blend(rig, w), atol=1e-5)
     with pytest.raises(ValueError, match="C-contiguous float32"):
         blend(rig, w, out=np.empty((2, rig.n_vertices, 3), np.float32))
+
+
+def test_weights_that_overflow_float32_are_refused(rig):
+    """An identity weight of 3e38 is finite in float32 but its vertices are not."""
+    with pytest.raises(WeightError, match="NaN or inf vertices"):
+        blend(rig, {}, {"identity000": 3e38})
+    with pytest.raises(WeightError, match="NaN or inf vertices"):
+        blend(rig, np.zeros((2, 53)), np.full((2, 10), 3e38), out=np.empty((2, rig.n_vertices, 3),
+                                                                            np.float32))
+    with pytest.raises(WeightError, match="NaN or inf vertices"):
+        BlendLayer(rig)(torch.zeros(1, 53), torch.full((1, 10), 3e38))
+    big = blend(rig, {}, {"identity000": 1e38})  # huge but finite: blended, the sum overflowing
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.isfinite(big).all() and not np.isfinite(big.sum())
+
+
+@pytest.mark.parametrize("n_shapes", [2, 0])
+def test_rig_without_identity_shapes_blends_in_numpy_and_torch(rig, n_shapes):
+    bare = Rig(rig.neutral, rig.triangles, rig.names[:n_shapes], rig.deltas[:n_shapes])
+    w = np.array([[0.5, 1.0][:n_shapes]] * 3, np.float32)
+    expected = rig.neutral + np.einsum("k,kvc->vc", w[0], rig.deltas[:n_shapes])
+    ours = blend(bare, w)
+    assert ours.shape == (3, rig.n_vertices, 3)
+    np.testing.assert_allclose(ours[1], expected, atol=1e-5)
+    np.testing.assert_allclose(BlendLayer(bare)(torch.from_numpy(w)).numpy(), ours, atol=1e-5)
+    np.testing.assert_allclose(blend(bare, {}, {}), rig.neutral, atol=1e-6)

@@ -7,7 +7,7 @@ import pytest
 from conftest import obj_vertices
 from PIL import Image
 
-from bsviz.rig.obj import read_obj
+from bsviz.rig.obj import obj_bytes, read_obj
 from bsviz.ui.cli import main
 
 
@@ -65,6 +65,73 @@ def test_errors_are_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith("bsviz: error:") and message in err and "\n" not in err
     assert not list(tmp_path.iterdir())
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bsviz: error:") and "\n" not in err
+    return err
+
+
+def test_rig_from_an_obj_folder_converts_blends_renders_and_exports(rig, tmp_path, capsys):
+    folder = tmp_path / "objs"
+    folder.mkdir()
+    (folder / "neutral.obj").write_bytes(obj_bytes(rig.neutral, rig.triangles))
+    for name in ("jawOpen", "mouthSmile_L", "eyeBlink_R"):
+        shape = rig.neutral + rig.deltas[rig.names.index(name)]
+        (folder / f"{name}.obj").write_bytes(obj_bytes(shape, rig.triangles))
+    npz = tmp_path / "r.npz"
+    assert main(["rig", "convert", str(folder), str(npz), "--neutral", "neutral.obj"]) == 0
+    assert "3 expression and 0 identity shapes" in capsys.readouterr().out
+
+    face = tmp_path / "face.obj"
+    assert main(["blend", "--rig", str(npz), "--set", "jawOpen=1", "--out", str(face)]) == 0
+    np.testing.assert_allclose(read_obj(face).vertices, read_obj(folder / "jawOpen.obj").vertices,
+                               atol=1e-5)
+    assert main(["render", "--rig", str(npz), "--set", "mouthSmile_L=1", "--size", "64",
+                 "--out", str(tmp_path / "face.png")]) == 0
+    assert (np.asarray(Image.open(tmp_path / "face.png")) != 255).any()
+    assert main(["rig", "glb", "--rig", str(npz), "--out", str(tmp_path / "rig.glb")]) == 0
+    assert "3 morph targets" in capsys.readouterr().out
+
+
+def test_rig_convert_refuses_other_triangles_and_paths_out_of_the_folder(rig, tmp_path, capsys):
+    folder = tmp_path / "objs"
+    folder.mkdir()
+    (folder / "neutral.obj").write_bytes(obj_bytes(rig.neutral, rig.triangles))
+    (folder / "jawOpen.obj").write_bytes(obj_bytes(rig.neutral, rig.triangles[::-1]))
+    out = str(tmp_path / "r.npz")
+    assert main(["rig", "convert", str(folder), out, "--neutral", "neutral.obj"]) == 2
+    assert "jawOpen.obj has other triangles than the neutral" in _error(capsys)
+    (folder / "manifest.json").write_text(json.dumps(
+        {"neutral": "neutral.obj", "expressions": {"jawOpen": "../jawOpen.obj"}}))
+    assert main(["rig", "convert", str(folder), out]) == 2
+    assert "'../jawOpen.obj' is not a file name inside" in _error(capsys)
+    assert not (tmp_path / "r.npz").exists()
+
+
+def test_blend_refuses_weights_that_overflow(tmp_path, capsys):
+    assert main(["blend", "--set", "identity000=3e38", "--out", str(tmp_path / "x.obj")]) == 2
+    assert "NaN or inf vertices" in _error(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("suffix, format_", [(".jpg", "JPEG"), (".JPEG", "JPEG"),
+                                             (".webp", "WEBP"), (".png", "PNG")])
+def test_render_writes_the_format_its_extension_names(tmp_path, suffix, format_):
+    out = tmp_path / f"face{suffix}"
+    assert main(["render", "--size", "48", "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.format == format_ and image.size == (48, 48)
+
+
+def test_render_refuses_an_unknown_format_and_names_the_path_it_cannot_write(tmp_path, capsys):
+    assert main(["render", "--size", "48", "--out", str(tmp_path / "face.gif")]) == 2
+    assert "face.gif: unknown image format '.gif' (use .png, .jpg, .jpeg, .webp)" in _error(capsys)
+    (tmp_path / "taken.png").mkdir()  # a folder where the image should go
+    assert main(["render", "--size", "48", "--out", str(tmp_path / "taken.png")]) == 2
+    assert f"{tmp_path / 'taken.png'} is a folder" in _error(capsys)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.png"]
 
 
 def test_out_of_range_warns_on_stderr(tmp_path, capsys):

@@ -83,6 +83,34 @@ def test_obj_folder_refuses_nan_naming_the_file(tmp_path):
         load_obj_folder(tmp_path, neutral="base.obj")
 
 
+def test_obj_folder_refuses_other_triangles_naming_the_file(tmp_path):
+    _write_obj(tmp_path / "base.obj", TRIANGLE)
+    _write_obj(tmp_path / "flipped.obj", TRIANGLE, faces=((1, 3, 2),))
+    with pytest.raises(RigError, match=r"flipped\.obj has other triangles than the neutral"):
+        load_obj_folder(tmp_path, neutral="base.obj")
+
+
+@pytest.mark.parametrize("entry", ["../outside.obj", "sub/../../outside.obj", "/tmp/outside.obj"])
+def test_manifest_paths_must_stay_in_the_folder(tmp_path, entry):
+    folder = tmp_path / "rig"
+    folder.mkdir()
+    _write_obj(folder / "base.obj", TRIANGLE)
+    _write_obj(tmp_path / "outside.obj", TRIANGLE)
+    for manifest in ({"neutral": "base.obj", "expressions": {"up": entry}},
+                     {"neutral": entry, "expressions": {}},
+                     {"neutral": "base.obj", "expressions": {}, "identities": {"id": entry}}):
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(RigError, match=rf"manifest\.json: '{entry}' is not a file name inside"):
+            load_rig(folder)
+
+
+def test_basis_of_rigs_without_identity_or_expression_shapes(rig):
+    for names in (rig.names[:2], ()):
+        bare = Rig(rig.neutral, rig.triangles, names, rig.deltas[:len(names)])
+        assert bare.basis.shape == (len(names) + 1, 3 * rig.n_vertices)
+        np.testing.assert_array_equal(bare.basis[len(names)], rig.neutral.ravel())
+
+
 def test_obj_folder_without_manifest_or_neutral(tmp_path):
     _write_obj(tmp_path / "base.obj", TRIANGLE)
     with pytest.raises(RigError, match="name the neutral"):

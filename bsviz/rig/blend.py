@@ -63,6 +63,16 @@ def check_range(w, extrapolate: bool, kind: str):
     return w
 
 
+def check_vertices(vertices) -> None:
+    """Raise WeightError if any of ``vertices`` (a numpy array or a torch tensor without grad) is
+    NaN or inf: weights so large (identity weights near 1e38) that the float32 sum overflows."""
+    # One reduction: a finite sum means every value is finite (NaN and inf propagate into it);
+    # only when it is not, the elementwise test tells an overflowing sum from a bad vertex.
+    if not math.isfinite(float(vertices.sum())) and not bool((abs(vertices) < math.inf).all()):
+        raise WeightError("the weights give NaN or inf vertices: they are too large for the rig "
+                          "(float32 overflows)")
+
+
 def blend(rig: Rig, weights: Weights, identity: Weights | None = None, *,
           extrapolate: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """Vertices of the face with these weights.
@@ -77,6 +87,7 @@ def blend(rig: Rig, weights: Weights, identity: Weights | None = None, *,
     Returns
     -------
     (..., V, 3) float32 vertices, centimetres. A single weight vector gives (V, 3).
+    Raises WeightError for weights that are not finite or give vertices that are not.
     """
     w = weight_vector(weights, rig.names, extrapolate=extrapolate)
     # T[b, v*3+c] = sum_k [w, 1, w_id][b, k] * [D; b0; D_id][k, v*3+c]: one GEMM, with the
@@ -89,10 +100,12 @@ def blend(rig: Rig, weights: Weights, identity: Weights | None = None, *,
     basis = rig.basis[: coeffs.shape[-1]]  # no identity: the first K + 1 rows
     shape = w.shape[:-1] + (rig.n_vertices, 3)
     if out is None:
-        return (coeffs @ basis).reshape(shape)
-    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
-    np.matmul(coeffs, basis, out=out.reshape(w.shape[:-1] + (-1,)))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+        np.matmul(coeffs, basis, out=out.reshape(w.shape[:-1] + (3 * rig.n_vertices,)))
+        check_vertices(out)
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bsviz.rig.blend import WeightError, check_range
+from bsviz.rig.blend import WeightError, check_range, check_vertices
 from bsviz.rig.rig import Rig
 
 
@@ -12,7 +12,7 @@ class BlendLayer(torch.nn.Module):
     """The blendshape equation as a torch module: rig arrays as buffers, weights as inputs.
 
     ``forward(weights (B, K), identity (B, J) | None) -> (B, V, 3)``; differentiable in both,
-    on whatever device the module is moved to.
+    on whatever device the module is moved to. Raises WeightError as ``blend`` does.
     """
 
     def __init__(self, rig: Rig, *, extrapolate: bool = False):
@@ -38,5 +38,6 @@ class BlendLayer(torch.nn.Module):
                 w.shape[:-1] + (j,)))
         coeffs = torch.cat(columns, dim=-1)
         # T[b, v*3+c] = sum_k coeffs[b, k] * basis[k, v*3+c]  (see blend())
-        out = coeffs @ self.basis[: coeffs.shape[-1]]
-        return out.reshape(w.shape[:-1] + (self.n_vertices, 3))
+        out = (coeffs @ self.basis[: coeffs.shape[-1]]).reshape(w.shape[:-1] + (self.n_vertices, 3))
+        check_vertices(out.detach())
+        return out

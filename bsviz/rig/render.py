@@ -24,6 +24,9 @@ BACKGROUND = (1.0, 1.0, 1.0)
 # positive to the camera's right and up. A key light above-left, a softer fill on the right.
 LIGHTS = ((-30.0, 35.0, 3.0), (40.0, 0.0, 1.2))
 AMBIENT = 0.25
+# Image files ``save_png`` writes, by extension; lossy ones at a quality that keeps the shading.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 
 
 def _look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:
@@ -115,7 +118,18 @@ def render_image(rig: Rig, vertices: np.ndarray, view: str | float = "front", si
         return renderer.render(vertices, view, colours)
 
 
+def image_format(path: str | Path) -> str:
+    """The PIL format that ``path``'s extension names (``IMAGE_FORMATS``); ValueError if none."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"cannot write {path}: unknown image format '{suffix}' (use "
+                         f"{', '.join(IMAGE_FORMATS)})")
+    return IMAGE_FORMATS[suffix]
+
+
 def save_png(path: str | Path, image: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 image as PNG (atomically: a temp file, then rename)."""
+    """Write an (H, W, 3) uint8 image in the format its extension names: PNG, JPEG or WebP
+    (``image_format``), atomically (a temp file, then rename)."""
+    format_ = image_format(path)
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+        Image.fromarray(image).save(tmp, format=format_, **SAVE_OPTIONS.get(format_, {}))

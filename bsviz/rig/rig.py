@@ -113,8 +113,9 @@ class Rig:
         Blending is then one matrix product with weights [w, 1, w_id]: the neutral
         rides along as a row with weight 1, so the output is written once.
         """
-        rows = [self.deltas.reshape(self.n_shapes, -1), self.neutral.reshape(1, -1),
-                self.identity_deltas.reshape(len(self.identity_names), 3 * self.n_vertices)]
+        flat = 3 * self.n_vertices  # explicit: -1 cannot be inferred for an empty (0, V, 3)
+        rows = [self.deltas.reshape(self.n_shapes, flat), self.neutral.reshape(1, flat),
+                self.identity_deltas.reshape(len(self.identity_names), flat)]
         return np.ascontiguousarray(np.concatenate(rows))
 
     def visible_triangles(self, hidden: tuple[str, ...] = HIDDEN_GROUPS) -> np.ndarray:
@@ -192,6 +193,8 @@ def load_obj_folder(folder: str | Path, neutral: str | None = None,
     The shape list comes from ``folder/manifest.json`` (``{"neutral": "neutral.obj",
     "expressions": {"jawOpen": "jawOpen.obj", ...}, "identities": {...}}``) or, given
     ``neutral``, from every other ``*.obj`` in the folder (name = file stem), sorted.
+    The manifest's files must lie inside ``folder`` (no absolute paths, no ``..``), and every
+    shape must have the neutral's vertex count and triangles.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -206,6 +209,8 @@ def load_obj_folder(folder: str | Path, neutral: str | None = None,
             identities = dict(manifest.get("identities", {}))
         except (ValueError, KeyError, TypeError) as e:
             raise RigError(f"bad manifest {manifest_path}: {e}") from None
+        for file in (neutral, *expressions.values(), *identities.values()):
+            _check_inside(file, manifest_path)
     elif neutral is not None:
         stems = shapes if shapes is not None else sorted(
             p.stem for p in folder.glob("*.obj") if p.name != Path(neutral).name)
@@ -221,12 +226,23 @@ def load_obj_folder(folder: str | Path, neutral: str | None = None,
             if mesh.vertices.shape != base.vertices.shape:
                 raise RigError(f"{folder / file} has {len(mesh.vertices)} vertices, "
                                f"the neutral {neutral} has {len(base.vertices)}")
+            if not np.array_equal(mesh.triangles, base.triangles):
+                raise RigError(f"{folder / file} has other triangles than the neutral {neutral} "
+                               f"({len(mesh.triangles)} and {len(base.triangles)}); a shape "
+                               "must only move the neutral's vertices")
             out[i] = mesh.vertices - base.vertices
         return out
 
     return Rig(base.vertices, base.triangles, tuple(expressions), deltas_of(expressions),
                tuple(identities), deltas_of(identities), base.triangle_groups, base.group_names,
                source=str(folder))
+
+
+def _check_inside(file: object, manifest: Path) -> None:
+    """Raise RigError unless the manifest entry ``file`` is a relative path inside its folder."""
+    if not (isinstance(file, str) and file) or Path(file).is_absolute() or ".." in Path(file).parts:
+        raise RigError(f"bad manifest {manifest}: {file!r} is not a file name inside "
+                       f"{manifest.parent} (no absolute paths, no '..')")
 
 
 # --------------------------------------------------------------------------- npz

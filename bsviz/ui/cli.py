@@ -79,16 +79,21 @@ def cmd_blend(args) -> None:
 
 
 def cmd_render(args) -> None:
+    from bsviz.files import check_writable
     from bsviz.rig.colours import face_colours
-    from bsviz.rig.render import VIEWS, Renderer, save_png
+    from bsviz.rig.render import VIEWS, Renderer, image_format, save_png
 
-    rig, vertices = _face(args)
-    views = list(VIEWS) if args.view == "all" else [args.view]
     out = Path(args.out)
+    views = list(VIEWS) if args.view == "all" else [args.view]
+    paths = {view: out if len(views) == 1 else out.with_name(f"{out.stem}_{view}{out.suffix}")
+             for view in views}
+    for path in paths.values():  # refused before any work: an unknown format, an unwritable path
+        image_format(path)
+        check_writable(path)
+    rig, vertices = _face(args)
     colours = face_colours(rig, vertices, args.heatmap) if args.heatmap else None
     with Renderer(rig, size=args.size) as renderer:
-        for view in views:
-            path = out if len(views) == 1 else out.with_name(f"{out.stem}_{view}{out.suffix}")
+        for view, path in paths.items():
             save_png(path, renderer.render(vertices, view, colours))
             print(f"wrote {path}")
 
@@ -345,12 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output mesh: face.obj, face.ply or face.glb")
     p.set_defaults(func=cmd_blend)
 
-    p = sub.add_parser("render", help="render the face for a set of weights to a PNG")
+    p = sub.add_parser("render", help="render the face for a set of weights to an image")
     _add_rig_arg(p)
     _add_weight_args(p)
     p.add_argument("--view", default="front", choices=["front", "three_quarter", "profile", "all"])
     p.add_argument("--size", type=int, default=512, help="image width and height in pixels")
-    p.add_argument("--out", required=True, help="output PNG (with --view all: one per view)")
+    p.add_argument("--out", required=True,
+                   help="output image: .png, .jpg or .webp (with --view all: one per view)")
     p.set_defaults(func=cmd_render)
 
     rig = sub.add_parser("rig", help="inspect, convert or export a rig").add_subparsers(
