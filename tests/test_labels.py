@@ -1,7 +1,12 @@
 """MediaPipe -> ICT name mapping, and label_dataset: shapes, cache, resume, class means."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +15,7 @@ from conftest import SHARED  # noqa: E402
 from PIL import Image
 
 from bsviz.fer import data, labels
+from bsviz.ui.cli import main
 from bsviz.vision import faces
 from bsviz.vision.scores import BLENDSHAPE_NAMES, ict_index, rig_names, to_ict
 
@@ -120,3 +126,116 @@ def test_undetected_images_get_nan(tmp_path):
     result = labels.label_dataset(tmp_path / "set", tmp_path / "l.npz", progress=False, workers=1)
     assert not result.detected[0] and np.isnan(result.weights).all()
     assert labels.class_means(result) == {}
+
+
+@pytest.fixture
+def ck_copy(tmp_path) -> Path:
+    """tmp_path/ck/: every 6th CK+ image (~160, all classes)."""
+    if not CK.is_dir():
+        pytest.skip(f"CK+ not found under {SHARED}")
+    for image in sorted(CK.glob("*/*.png"))[::6]:
+        (tmp_path / "ck" / image.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, tmp_path / "ck" / image.parent.name)
+    return tmp_path / "ck"
+
+
+def test_kill_9_keeps_the_flushed_progress_and_the_rerun_labels_the_rest(ck_copy, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "labels.npz"
+    sidecar = labels.sidecar_path(out)
+    command = [sys.executable, "-m", "bsviz.ui.cli", "label", "--data-dir", str(ck_copy),
+               "--out", str(out), "--workers", "1", "--quiet"]
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while not sidecar.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run.kill()  # SIGKILL: no handler runs, only what was flushed survives
+    finally:
+        run.wait()
+    assert sidecar.exists() and not out.exists(), log.read_text()
+    kept = len(np.load(sidecar)["hashes"])
+    n_images = len(list(ck_copy.rglob("*.png")))
+    assert 0 < kept < n_images
+
+    assert main(["label", "--data-dir", str(ck_copy), "--out", str(out), "--workers", "1",
+                 "--quiet"]) == 0
+    assert f"{n_images - kept} labelled in this run" in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".json").read_text())["labelled_now"] == n_images - kept
+    assert not sidecar.exists()
+
+    resumed = labels.load_labels(out)
+    whole = labels.label_dataset(ck_copy, tmp_path / "whole.npz", workers=1, progress=False)
+    for field in ("paths", "classes", "hashes", "detected"):
+        assert np.array_equal(getattr(resumed, field), getattr(whole, field)), field
+    np.testing.assert_allclose(resumed.scores, whole.scores, atol=1e-6)
+
+
+def test_progress_is_saved_every_flush_seconds(tiny, tmp_path, calls, monkeypatch):
+    out = tmp_path / "labels.npz"
+    sidecar = labels.sidecar_path(out)
+    counting = faces.FaceFinder.find_all
+    saved = []
+
+    def checking(self, image, *args, **kwargs):
+        saved.append(len(np.load(sidecar)["hashes"]) if sidecar.exists() else 0)
+        return counting(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(faces.FaceFinder, "find_all", checking)
+    labels.label_dataset(tiny, out, workers=1, progress=False, flush_every=1000,
+                         flush_seconds=0)
+    assert saved == list(range(6))  # before each image, all earlier ones were on disk
+
+
+def test_sigterm_interrupts_like_ctrl_c_and_the_handler_is_put_back(tiny, tmp_path, calls,
+                                                                     monkeypatch):
+    out = tmp_path / "labels.npz"
+    counting = faces.FaceFinder.find_all
+
+    def terminating(self, image, *args, **kwargs):
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return counting(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(faces.FaceFinder, "find_all", terminating)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        labels.label_dataset(tiny, out, workers=1, progress=False)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert len(np.load(labels.sidecar_path(out))["hashes"]) >= 3 and not out.exists()
+
+
+@pytest.mark.parametrize("out, message", [
+    ("folder.npz", "folder.npz is a folder"),
+    ("labels.txt", "must end in .npz"),
+    ("a_file/labels.npz", "a_file is a file, not a folder"),
+])
+def test_the_output_is_checked_before_any_work(tiny, tmp_path, calls, out, message):
+    (tmp_path / "folder.npz").mkdir()
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises((OSError, ValueError), match=message):
+        labels.label_dataset(tiny, tmp_path / out, workers=1, progress=False)
+    assert not calls
+
+
+def test_unreadable_images_are_skipped_listed_and_not_fatal_again(tiny, tmp_path, calls, capsys):
+    good = next(tiny.glob("happy/*.png"))
+    (tiny / "happy" / "truncated.png").write_bytes(good.read_bytes()[:200])
+    (tiny / "angry" / "notes.png").write_text("not an image\n")
+    out = tmp_path / "labels.npz"
+    argv = ["label", "--data-dir", str(tiny), "--out", str(out), "--workers", "1", "--quiet"]
+    for run, labelled in ((1, 8), (2, 0)):  # the rerun tries nothing again and does not abort
+        assert main(argv) == 0, run
+        printed = capsys.readouterr().out
+        assert f"{labelled} labelled in this run" in printed
+        assert "skipped 2 unreadable files" in printed and "truncated.png" in printed
+        summary = json.loads(out.with_suffix(".json").read_text())
+        assert summary["unreadable"] == 2 and summary["detected"] == 6
+        assert sorted(summary["unreadable_first"]) == ["angry/notes.png", "happy/truncated.png"]
+        assert "damaged or truncated" in summary["unreadable_first"]["happy/truncated.png"]
+    assert len(calls) == 8
+    result = labels.load_labels(out)
+    skipped = np.isin(result.paths, ["angry/notes.png", "happy/truncated.png"])
+    assert not result.detected[skipped].any() and result.detected[~skipped].all()

@@ -3,6 +3,7 @@ mapped onto the rig's names (``vision.scores``).
 
 ``label_dataset`` runs the landmarker over a dataset folder, in parallel, cached by
 file content (sha1) and resumable, and writes an ``.npz`` plus a ``.json`` summary.
+Images that cannot be read are skipped (no face) and listed, not fatal.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,9 +25,16 @@ from tqdm import tqdm
 
 from bsviz.assets import landmarker_path
 from bsviz.fer.data import ALIASES, IMAGE_SUFFIXES, DataError
-from bsviz.files import atomic_path
+from bsviz.files import atomic_path, check_writable
 from bsviz.vision import faces
+from bsviz.vision.image import ImageError
 from bsviz.vision.scores import BLENDSHAPE_NAMES, rig_names, to_ict
+
+NO_FACE = np.full(len(BLENDSHAPE_NAMES), np.nan, np.float32)  # the scores of an image without one
+SHOWN = 5  # unreadable files named in the summary
+
+# An image's result: its (52,) scores (``NO_FACE`` if none) and why it cannot be read ('' if it can)
+Result = tuple[np.ndarray, str]
 
 # --------------------------------------------------------------------------- label files
 
@@ -35,7 +48,7 @@ class Labels:
     root : the dataset folder
     paths : (N,) str image paths relative to ``root`` (posix)
     classes : (N,) str each image's class: its folder name, canonical ('angry' -> 'anger')
-    hashes : (N,) str sha1 of each file's bytes
+    hashes : (N,) str sha1 of each file's bytes ('' for a file that cannot be read)
     detected : (N,) bool a face was found
     scores : (N, 52) float32 MediaPipe scores (``BLENDSHAPE_NAMES``), NaN if not detected
     weights : (N, K) float32 ICT weights (``names``), NaN if not detected
@@ -76,53 +89,113 @@ def load_labels(path: str | Path) -> Labels:
 
 
 def label_dataset(data_dir: str | Path, out_path: str | Path, workers: int = 2,
-                  progress: bool = True, flush_every: int = 1000) -> Labels:
+                  progress: bool = True, flush_every: int = 100,
+                  flush_seconds: float = 10.0) -> Labels:
     """Run the landmarker on every image under ``data_dir`` and save the labels.
 
     Writes ``out_path`` (.npz, see ``Labels``) and a summary next to it (.json),
-    both atomically. Results are cached by file content: images whose sha1 is in
-    an earlier ``out_path`` or in the ``<out>.partial.npz`` sidecar (flushed every
-    ``flush_every`` new images, and on interruption) are not run again, so a rerun
-    costs only the hashing and an interrupted run resumes. ``workers`` > 1 runs that
+    both atomically; ``out_path`` is checked first, before any work. Results are cached by
+    file content: images whose sha1 is in an earlier ``out_path`` or in the
+    ``sidecar_path(out_path)`` file are not run again, so a rerun costs only the hashing and
+    an interrupted run resumes. The sidecar is rewritten (atomically) once ``flush_every`` new
+    images or ``flush_seconds`` have passed, whichever comes first, and on an interruption
+    (Ctrl-C, or SIGTERM, which raises KeyboardInterrupt while this runs in the main thread),
+    so even kill -9 loses at most that much. Files that cannot be read or decoded count as
+    without a face and are listed in the summary (``unreadable``). ``workers`` > 1 runs that
     many processes, each with its own landmarker.
     """
     root, out = Path(data_dir), Path(out_path)
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}")
+    sidecar = sidecar_path(out)
+    _check_output(out, sidecar)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"no images under {root}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sidecar = out.with_name(out.stem + ".partial.npz")
     tag = _cache_tag()
-    hashes = [hashlib.sha1(p.read_bytes()).hexdigest() for p in files]
-    done = _read_cache(out, tag) | _read_cache(sidecar, tag)  # sha1 -> (52,) scores or NaN
-    todo = list({h: p for h, p in zip(hashes, files) if h not in done}.items())
-    n_new = 0
-    try:
-        with tqdm(total=len(todo), desc=f"labelling {root}", disable=not progress) as bar:
-            for sha1, scores in _detect_all(todo, workers):
-                done[sha1] = scores
-                n_new += 1
-                bar.update()
-                if n_new % flush_every == 0:
-                    _write_cache(sidecar, done, tag)
-    except BaseException:  # interrupted or failed: keep what this run found
-        _write_cache(sidecar, done, tag)
-        raise
-    scores = np.stack([done[h] for h in hashes]).astype(np.float32)
+    hashed = [_hash(p) for p in files]  # (sha1, '') or ('', why the file cannot be read)
+    cached, fresh = _read_cache(out, tag), _read_cache(sidecar, tag)
+    todo = list({h: p for (h, _), p in zip(hashed, files)
+                 if h and h not in cached and h not in fresh}.items())
+    with _sigterm_interrupts(), tqdm(total=len(todo), desc=f"labelling {root}",
+                                     disable=not progress) as bar:
+        _label_into(fresh, todo, workers, bar.update, lambda: _write_cache(sidecar, fresh, tag),
+                    flush_every, flush_seconds)
+    done = cached | fresh
+    results = [done[h] if h else (NO_FACE, why) for h, why in hashed]
+    scores = np.stack([s for s, _ in results]).astype(np.float32)
     labels = Labels(root.resolve(), np.array([p.relative_to(root).as_posix() for p in files]),
                     np.array([ALIASES.get(p.parent.name.lower(), p.parent.name.lower())
                               for p in files]),
-                    np.array(hashes), ~np.isnan(scores[:, 0]), scores, to_ict(scores),
-                    rig_names())
-    _save(labels, out, tag)
+                    np.array([h for h, _ in hashed]), ~np.isnan(scores[:, 0]), scores,
+                    to_ict(scores), rig_names())
+    _save(labels, out, tag, [why for _, why in results], len(todo))
     sidecar.unlink(missing_ok=True)
     return labels
 
 
-def _detect_all(todo: list[tuple[str, Path]], workers: int):
-    """Yield (sha1, (52,) scores or NaN) for each (sha1, path), in any order."""
+def sidecar_path(out_path: str | Path) -> Path:
+    """Where an unfinished ``label_dataset`` run keeps its results: ``<out>.partial.npz``."""
+    out = Path(out_path)
+    return out.with_name(out.stem + ".partial.npz")
+
+
+def _check_output(out: Path, sidecar: Path) -> None:
+    """Raise, before any work, unless the label file, its summary and the sidecar can be written."""
+    if out.suffix != ".npz":
+        raise DataError(f"label file {out} must end in .npz")
+    for path in (out, out.with_suffix(".json"), sidecar):
+        check_writable(path, make_folder=True)
+
+
+def _hash(path: Path) -> tuple[str, str]:
+    """(sha1 of the file's bytes, '') or ('', why it cannot be read)."""
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest(), ""
+    except OSError as e:
+        return "", f"cannot read {path.name}: {e.strerror or e}"
+
+
+def _label_into(done: dict[str, Result], todo: list[tuple[str, Path]], workers: int,
+                step: Callable[[], object], save: Callable[[], None], flush_every: int,
+                flush_seconds: float) -> None:
+    """Put the result of each (sha1, path) in ``todo`` into ``done``; call ``step()`` after each,
+    ``save()`` after ``flush_every`` results or ``flush_seconds`` since the last, and when
+    interrupted or failing."""
+    unsaved, since = 0, time.monotonic()
+    try:
+        for sha1, result in _detect_all(todo, workers):
+            done[sha1] = result
+            step()
+            unsaved += 1
+            if unsaved >= flush_every or time.monotonic() - since >= flush_seconds:
+                save()
+                unsaved, since = 0, time.monotonic()
+    except BaseException:  # interrupted or failed: keep what this run found
+        save()
+        raise
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the block runs, SIGTERM raises KeyboardInterrupt as Ctrl-C does; the old handler
+    is put back after. Only the main thread may set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)
+
+
+def _detect_all(todo: list[tuple[str, Path]], workers: int) -> Iterator[tuple[str, Result]]:
+    """Yield (sha1, result) for each (sha1, path), in any order."""
     if workers <= 1:
         with faces.FaceFinder() as finder:
             yield from (_detect(finder, item) for item in todo)
@@ -133,10 +206,13 @@ def _detect_all(todo: list[tuple[str, Path]], workers: int):
         yield from pool.imap_unordered(_worker_detect, todo, chunksize=16)
 
 
-def _detect(finder: faces.FaceFinder, item: tuple[str, Path]) -> tuple[str, np.ndarray]:
+def _detect(finder: faces.FaceFinder, item: tuple[str, Path]) -> tuple[str, Result]:
     sha1, path = item
-    found = finder.find_all(path)
-    return sha1, found[0].blendshapes if found else np.full(len(BLENDSHAPE_NAMES), np.nan)
+    try:
+        found = finder.find_all(path)
+    except ImageError as e:  # damaged, truncated or not an image: skipped, not fatal
+        return sha1, (NO_FACE, str(e))
+    return sha1, (found[0].blendshapes if found else NO_FACE, "")
 
 
 _worker_finder: faces.FaceFinder | None = None
@@ -147,7 +223,7 @@ def _init_worker() -> None:
     _worker_finder = faces.FaceFinder()
 
 
-def _worker_detect(item: tuple[str, Path]) -> tuple[str, np.ndarray]:
+def _worker_detect(item: tuple[str, Path]) -> tuple[str, Result]:
     return _detect(_worker_finder, item)
 
 
@@ -158,38 +234,48 @@ def _cache_tag() -> str:
     return f"{model} small={faces.SMALL} upscale={faces.UPSCALE} pad={faces.PAD}"
 
 
-def _read_cache(path: Path, tag: str) -> dict[str, np.ndarray]:
-    """sha1 -> scores from a label file or sidecar made with the same ``tag``, else {}."""
+def _read_cache(path: Path, tag: str) -> dict[str, Result]:
+    """sha1 -> result from a label file or sidecar made with the same ``tag``, else {}."""
     if not path.exists():
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["tag"]) != tag:
                 return {}
-            return dict(zip(z["hashes"].tolist(), z["scores"]))
+            hashes = z["hashes"].tolist()
+            errors = z["errors"].tolist() if "errors" in z.files else [""] * len(hashes)
+            return {h: (s, e) for h, s, e in zip(hashes, z["scores"], errors) if h}
     except (OSError, KeyError, ValueError):
         return {}  # an unreadable cache is recomputed, not fatal
 
 
-def _write_cache(path: Path, done: dict[str, np.ndarray], tag: str) -> None:
+def _write_cache(path: Path, done: dict[str, Result], tag: str) -> None:
+    scores = np.array([s for s, _ in done.values()], np.float32)
     with atomic_path(path) as tmp:
-        np.savez(tmp, tag=tag, hashes=np.array(list(done)),
-                 scores=np.array(list(done.values()), np.float32).reshape(len(done), -1))
+        np.savez(tmp, tag=tag, hashes=np.array(list(done), dtype=str),
+                 scores=scores.reshape(len(done), len(BLENDSHAPE_NAMES)),
+                 errors=np.array([e for _, e in done.values()], dtype=str))
 
 
-def _save(labels: Labels, out: Path, tag: str) -> None:
-    """The .npz and its .json summary, each written atomically."""
+def _save(labels: Labels, out: Path, tag: str, errors: list[str], n_new: int) -> None:
+    """The .npz and its .json summary, each written atomically. ``errors``: (N,) why each image
+    cannot be read ('' if it can); ``n_new``: how many images this run gave the landmarker."""
     with atomic_path(out) as tmp:
         np.savez_compressed(tmp, tag=tag, root=str(labels.root), paths=labels.paths,
                             classes=labels.classes, hashes=labels.hashes,
                             detected=labels.detected, scores=labels.scores,
                             weights=labels.weights, names=np.array(labels.names),
-                            score_names=np.array(BLENDSHAPE_NAMES))
+                            score_names=np.array(BLENDSHAPE_NAMES),
+                            errors=np.array(errors, dtype=str))
     means = class_means(labels)
+    unreadable = {p: e for p, e in zip(labels.paths.tolist(), errors) if e}
     summary = {
         "root": str(labels.root), "images": len(labels.paths),
         "detected": int(labels.detected.sum()),
         "detection_rate": round(float(labels.detected.mean()), 4),
+        "labelled_now": n_new,
+        "unreadable": len(unreadable),
+        "unreadable_first": dict(list(unreadable.items())[:SHOWN]),
         "classes": {c: {"images": int((labels.classes == c).sum()),
                         "detected": int(labels.detected[labels.classes == c].sum()),
                         "top": _top(means[c], labels.names, 5)} for c in means},

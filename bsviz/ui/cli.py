@@ -169,17 +169,32 @@ def cmd_demo(args) -> None:
 
 
 def cmd_label(args) -> None:
-    from bsviz.fer.labels import class_means, label_dataset, top_table
+    from bsviz.fer.labels import class_means, label_dataset, sidecar_path, top_table
+    from bsviz.files import atomic_path, check_writable
 
-    labels = label_dataset(args.data_dir, args.out, workers=args.workers,
-                           progress=not args.quiet)
+    if args.presets:
+        check_writable(args.presets)  # before the work, not after it
+    try:
+        labels = label_dataset(args.data_dir, args.out, workers=args.workers,
+                               progress=not args.quiet)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
+        kept = sidecar_path(args.out)
+        print("bsviz: interrupted" + (f"; the images labelled so far are kept in {kept}: run "
+                                      "the same command again to go on" if kept.exists() else ""),
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    summary = json.loads(Path(args.out).with_suffix(".json").read_text())
     print(f"wrote {args.out}: {int(labels.detected.sum())} of {len(labels.paths)} images "
-          f"with a face ({labels.detected.mean():.1%})")
+          f"with a face ({labels.detected.mean():.1%}); {summary['labelled_now']} labelled in "
+          "this run, the rest cached")
+    if summary["unreadable"]:
+        first = summary["unreadable_first"]
+        print(f"skipped {summary['unreadable']} unreadable files (counted as without a face): "
+              + "; ".join(f"{path} ({why})" for path, why in first.items())
+              + ("; ..." if summary["unreadable"] > len(first) else ""))
     means = class_means(labels)
     print(top_table(means, labels.names))
     if args.presets:
-        from bsviz.files import atomic_path
-
         presets = {c: {n: round(float(v), 4) for n, v in zip(labels.names, mean)}
                    for c, mean in means.items()}
         with atomic_path(args.presets) as tmp:
