@@ -3,7 +3,8 @@ import pytest
 import torch
 from conftest import obj_vertices
 
-from bsviz.rig.blend import WeightError, WeightRangeWarning, blend, weight_vector
+from bsviz.rig.blend import (SAFE_BOUND, WeightError, WeightRangeWarning, blend, check_vertices,
+                             weight_vector)
 from bsviz.rig.layer import BlendLayer
 from bsviz.rig.rig import Rig
 
@@ -72,6 +73,32 @@ def test_torch_layer_agrees_with_numpy(rig):
     assert layer.state_dict() == {}  # the rig is not model state
 
 
+def test_torch_layer_equals_numpy_with_and_without_out(rig):
+    layer = BlendLayer(rig)
+    w = np.random.default_rng(5).random((3, rig.n_shapes), dtype=np.float32)
+    wid = np.random.default_rng(6).standard_normal(10).astype(np.float32)
+    out = torch.full((3, rig.n_vertices, 3), float("nan"))
+    for identity in (None, wid):
+        expected = blend(rig, w, identity)
+        tid = None if identity is None else torch.from_numpy(identity)
+        np.testing.assert_allclose(layer(torch.from_numpy(w), tid).numpy(), expected, atol=1e-5,
+                                   rtol=0)
+        assert layer(torch.from_numpy(w), tid, out=out) is out
+        np.testing.assert_allclose(out.numpy(), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(layer(torch.from_numpy(w[0])).numpy(), blend(rig, w[0]), atol=1e-5)
+    with pytest.raises(ValueError, match="contiguous torch.float32 tensor of shape"):
+        layer(torch.from_numpy(w), out=torch.empty(2, rig.n_vertices, 3))
+
+
+def test_out_is_refused_when_gradients_are_needed(rig):
+    layer = BlendLayer(rig)
+    w = torch.full((1, rig.n_shapes), 0.5, requires_grad=True)
+    with pytest.raises(ValueError, match="out= is for inference"):
+        layer(w, out=torch.empty(1, rig.n_vertices, 3))
+    with torch.no_grad():  # no gradients asked for: out= is fine
+        layer(w, out=torch.empty(1, rig.n_vertices, 3))
+
+
 def test_torch_gradients_flow_and_are_the_deltas(rig):
     layer = BlendLayer(rig)
     w = torch.full((1, rig.n_shapes), 0.5, requires_grad=True)
@@ -122,9 +149,35 @@ def test_weights_that_overflow_float32_are_refused(rig):
                                                                             np.float32))
     with pytest.raises(WeightError, match="NaN or inf vertices"):
         BlendLayer(rig)(torch.zeros(1, 53), torch.full((1, 10), 3e38))
+    with pytest.raises(WeightError, match="NaN or inf vertices"):
+        BlendLayer(rig)(torch.zeros(1, 53), torch.full((1, 10), 3e38),
+                        out=torch.empty(1, rig.n_vertices, 3))
+    assert torch.isfinite(BlendLayer(rig)(torch.zeros(1, 53), torch.full((10,), 1e38))).all()
     big = blend(rig, {}, {"identity000": 1e38})  # huge but finite: blended, the sum overflowing
     with np.errstate(over="ignore", invalid="ignore"):
         assert np.isfinite(big).all() and not np.isfinite(big.sum())
+
+
+def test_the_overflow_bound_is_sound_where_vertices_are_no_longer_scanned(rig):
+    """check_vertices skips its scan when max|coeff| * sum_k max|basis[k]| < SAFE_BOUND."""
+    layer = BlendLayer(rig, extrapolate=True)
+    assert layer.basis_max_sum == pytest.approx(np.abs(rig.basis).max(axis=1).sum())
+    w = np.random.default_rng(7).uniform(-1e3, 1e3, (4, rig.n_shapes)).astype(np.float32)
+    vertices = layer(torch.from_numpy(w), torch.full((10,), 1e3)).numpy()
+    assert np.abs(vertices).max() <= 1e3 * layer.basis_max_sum
+    # A rig whose 4 shapes all move one vertex by +1 cm reaches the bound exactly: T = 4 c.
+    ones = Rig(np.zeros((3, 3)), [[0, 1, 2]], list("abcd"), np.ones((4, 3, 3)))
+    tight = BlendLayer(ones, extrapolate=True)
+    assert tight.basis_max_sum == 4
+    below = tight(torch.full((1, 4), 0.999 * SAFE_BOUND / 4))  # not scanned: finite as proved
+    assert torch.isfinite(below).all() and below.max() == pytest.approx(0.999 * SAFE_BOUND)
+    assert torch.isfinite(tight(torch.full((1, 4), 1.5 * SAFE_BOUND / 4))).all()  # scanned
+    with pytest.raises(WeightError, match="NaN or inf vertices"):
+        tight(torch.full((1, 4), 2.1 * SAFE_BOUND / 4))
+    skipped = np.array([np.nan, np.inf])  # below the bound nothing is looked at
+    check_vertices(skipped, SAFE_BOUND / 2)
+    with pytest.raises(WeightError):
+        check_vertices(skipped, SAFE_BOUND)
 
 
 @pytest.mark.parametrize("n_shapes", [2, 0])
