@@ -1,6 +1,11 @@
 """Blend and render speed on the shipped rig, against the bounds set by memory and arithmetic.
 
     python benchmarks/bench_blend.py [--batch 1024] [--json results.json]
+    THP_MEM_ALLOC_ENABLE=1 python benchmarks/bench_blend.py   # huge pages for torch's allocator
+
+THP_MEM_ALLOC_ENABLE must be in the environment before torch starts (the script prints
+whether it is); ``BlendLayer`` allocates its CPU outputs through numpy, which asks for huge
+pages itself, so it matters only to the other torch allocations here.
 
 Blending B faces reads the basis once ((K + 1) x 3V float32: the deltas and the
 neutral) and writes B x 3V floats; at the machine's streaming bandwidth (measured
@@ -18,12 +23,16 @@ import json
 import os
 import platform
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from bsviz.rig.blend import blend
+from bsviz.rig.colours import vertex_colours
+from bsviz.rig.export import save_mesh
 from bsviz.rig.layer import BlendLayer
 from bsviz.rig.rig import load_rig
 
@@ -86,7 +95,8 @@ def main() -> None:
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                "torch_threads": torch.get_num_threads(), "rig_load_s": load_s,
                "stream_bandwidth_GBps": bandwidth / 1e9, "gemm_GFLOPs": flops / 1e9,
-               "vertices": v, "shapes": k}
+               "vertices": v, "shapes": k,
+               "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE")}
 
     def record(name: str, batch: int, seconds: float, bandwidth=bandwidth, flops=flops) -> None:
         memory = (basis_bytes + batch * mesh_bytes) / bandwidth
@@ -100,7 +110,8 @@ def main() -> None:
               f"meshes/s | bounds: memory {memory * 1e3:7.3f} ms, compute {compute * 1e3:7.3f} ms"
               f" ({batch / bound:,.0f} meshes/s) | ratio {bound / seconds:.2f}")
 
-    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores; other work skews the figures)")
+    print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores; other work "
+          f"skews the figures); THP_MEM_ALLOC_ENABLE={results['THP_MEM_ALLOC_ENABLE']}")
     print(f"rig: {v} vertices, {k} shapes, basis {basis_bytes / 1e6:.1f} MB, "
           f"mesh {mesh_bytes / 1e3:.0f} kB; loaded in {load_s * 1e3:.0f} ms")
     print(f"streaming bandwidth (array copy): {bandwidth / 1e9:.1f} GB/s; float32 GEMM "
@@ -111,11 +122,25 @@ def main() -> None:
     record("numpy out=", args.batch, best_seconds(lambda: blend(rig, wb, out=reused), args.repeats))
     del reused
 
+    # The product alone, [w, 1] @ [D; b0] into a reused array, by each library's BLAS
+    coeffs = np.concatenate([wb, np.ones((args.batch, 1), np.float32)], axis=1)
+    basis = rig.basis[: k + 1]
+    product = np.empty((args.batch, 3 * v), np.float32)
+    record("gemm numpy", args.batch, best_seconds(
+        lambda: np.matmul(coeffs, basis, out=product), args.repeats))
+    tc, tbasis, tproduct = map(torch.from_numpy, (coeffs, basis, product))
+    record("gemm torch", args.batch, best_seconds(
+        lambda: torch.matmul(tc, tbasis, out=tproduct), args.repeats))
+    del product, tproduct
+
     layer = BlendLayer(rig)
     with torch.no_grad():
         t1, tb = torch.from_numpy(w1), torch.from_numpy(wb)
         record("torch cpu", 1, best_seconds(lambda: layer(t1), args.repeats * 10))
         record("torch cpu", args.batch, best_seconds(lambda: layer(tb), args.repeats))
+        reused = torch.empty((args.batch, v, 3))
+        record("torch out=", args.batch, best_seconds(lambda: layer(tb, out=reused), args.repeats))
+        del reused
         if torch.cuda.is_available():
             gpu = layer.cuda()
             g1, gb = t1.cuda(), tb.cuda()
@@ -128,6 +153,9 @@ def main() -> None:
             for x in (g1, gb):
                 record("torch cuda", len(x), best_seconds(synced_call(lambda: gpu(x)),
                                                           args.repeats * 10), gpu_bw, gpu_flops)
+            reused = torch.empty((args.batch, v, 3), device="cuda")
+            record("cuda out=", args.batch, best_seconds(synced_call(
+                lambda: gpu(gb, out=reused)), args.repeats * 10), gpu_bw, gpu_flops)
             results["cuda_peak_mem_MB"] = torch.cuda.max_memory_allocated() / 2**20
             results["cuda_device"] = torch.cuda.get_device_name()
     results["peak_rss_after_blend_MB"] = peak_rss_mb()
@@ -141,6 +169,16 @@ def main() -> None:
                              "platform": os.environ.get("PYOPENGL_PLATFORM")}
     print(f"render 512x512 ({os.environ.get('PYOPENGL_PLATFORM')}): {seconds * 1e3:.1f} ms/frame, "
           f"{1 / seconds:.1f} fps")
+    with tempfile.TemporaryDirectory() as tmp:
+        glb = Path(tmp) / "face.glb"
+        glb_args = (glb, face, rig.visible_triangles(), vertex_colours(rig))
+        for compact in (False, True):
+            seconds = best_seconds(lambda: save_mesh(*glb_args, compact=compact),
+                                   args.render_frames)
+            name = "glb_compact" if compact else "glb_full"
+            results[name] = {"bytes": glb.stat().st_size, "ms": seconds * 1e3}
+            print(f"GLB of one face (save_mesh, rig colours, compact={compact}): "
+                  f"{results[name]['bytes'] / 1e6:.3f} MB, written in {seconds * 1e3:.1f} ms")
     results["peak_rss_MB"] = peak_rss_mb()
     print(f"peak memory (RSS): {results['peak_rss_MB']:.0f} MB")
     if args.json:

@@ -14,6 +14,7 @@ from bsviz.rig.blend import blend
 from bsviz.rig.colours import vertex_colours
 from bsviz.rig.export import save_mesh, save_rig_glb
 from bsviz.rig.obj import read_obj
+from bsviz.rig.rig import vertex_normals
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +43,24 @@ def test_unknown_format(rig, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32,
+              5126: np.float32}
+
+
 def _accessor_array(gltf, blob, index):
-    """Decode a float accessor (dense or sparse) with pygltflib's parsed JSON, independently."""
+    """Decode an accessor (dense of any component type, strided, normalized; or sparse float)
+    with pygltflib's parsed JSON, independently."""
     acc = gltf.accessors[index]
     width = {"SCALAR": 1, "VEC3": 3}[acc.type]
-    out = np.zeros((acc.count, width), np.float32)
+    out = np.zeros((acc.count, width), np.float64)
     if acc.bufferView is not None:
         view = gltf.bufferViews[acc.bufferView]
-        out[:] = np.frombuffer(blob, np.float32, acc.count * width, view.byteOffset).reshape(-1, width)
+        dtype = np.dtype(COMPONENTS[acc.componentType])
+        stride = view.byteStride or dtype.itemsize * width
+        rows = np.frombuffer(blob, np.uint8, acc.count * stride, view.byteOffset).reshape(-1, stride)
+        out[:] = rows[:, :dtype.itemsize * width].copy().view(dtype)
+        if acc.normalized:  # glTF: c / max, and at least -1 for signed types
+            out = np.maximum(out / np.iinfo(dtype).max, -1)
     if acc.sparse:
         iv, vv = gltf.bufferViews[acc.sparse.indices.bufferView], gltf.bufferViews[acc.sparse.values.bufferView]
         idx = np.frombuffer(blob, np.uint32, acc.sparse.count, iv.byteOffset)
@@ -110,6 +121,48 @@ def test_rig_glb_rejects_bad_animation(rig, tmp_path):
     assert not (tmp_path / "x.glb").exists()
 
 
+def test_compact_glb_keeps_the_used_vertices_in_rig_order_quantised(rig, smile, tmp_path):
+    triangles = rig.visible_triangles()
+    path = save_mesh(tmp_path / "face.glb", smile, triangles, vertex_colours(rig), compact=True)
+    assert path.stat().st_size < 0.75e6  # 1.57 MB written in full
+    gltf = pygltflib.GLTF2().load(str(path))
+    blob, node, prim = gltf.binary_blob(), gltf.nodes[0], gltf.meshes[0].primitives[0]
+    assert gltf.extensionsUsed == gltf.extensionsRequired == ["KHR_mesh_quantization"]
+    kept = np.concatenate([np.arange(start, stop) for start, stop in prim.extras["rigVertices"]])
+    np.testing.assert_array_equal(kept, np.unique(triangles))  # the used ones, in rig order
+    local = _accessor_array(gltf, blob, prim.indices).astype(np.int64).reshape(-1, 3)
+    np.testing.assert_array_equal(kept[local], triangles)
+    assert gltf.accessors[prim.indices].componentType == 5123  # uint16: 25,959 vertices
+    # int16 positions times the node's uniform scale plus its translation, in metres: each
+    # coordinate within half a step, (the longest side of the box) / 65534 / 2: 2.6 µm here
+    assert node.scale == [node.scale[0]] * 3
+    half_step = node.scale[0] * 100 / 2
+    assert half_step == pytest.approx(np.ptp(smile[kept], axis=0).max() / 65534 / 2)
+    assert half_step < 1e-3  # cm: under 0.01 mm
+    decoded = _accessor_array(gltf, blob, prim.attributes.POSITION) * node.scale + node.translation
+    np.testing.assert_allclose(decoded * 100, smile[kept], rtol=0, atol=half_step + 1e-6)
+    normals = _accessor_array(gltf, blob, prim.attributes.NORMAL)
+    expected = vertex_normals(smile, triangles)[kept]
+    np.testing.assert_allclose(normals, expected, atol=0.5 / 127 + 1e-6)
+    colours = _accessor_array(gltf, blob, prim.attributes.COLOR_0)
+    np.testing.assert_allclose(colours, vertex_colours(rig)[kept], atol=0.5 / 255 + 1e-6)
+    # trimesh, a second reader, applies the node's transform to the (not normalized) int16s
+    loaded = trimesh.load(path, process=False, force="mesh")
+    np.testing.assert_allclose(loaded.vertices * 100, smile[kept], rtol=0, atol=half_step + 1e-6)
+
+
+def test_compact_glb_of_many_vertices_takes_uint32_indices(tmp_path):
+    vertices = np.random.default_rng(0).random((70_000, 3), dtype=np.float32)
+    triangles = np.arange(69_999).reshape(-1, 3)[::-1]
+    gltf = pygltflib.GLTF2().load(str(save_mesh(tmp_path / "big.glb", vertices, triangles,
+                                                compact=True)))
+    prim = gltf.meshes[0].primitives[0]
+    assert gltf.accessors[prim.indices].componentType == 5125 and prim.attributes.COLOR_0 is None
+    assert prim.extras["rigVertices"] == [[0, 69_999]]
+    local = _accessor_array(gltf, gltf.binary_blob(), prim.indices).astype(np.int64)
+    np.testing.assert_array_equal(local.reshape(-1, 3), triangles)
+
+
 VALIDATOR = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / "gltf-validator"
 
 
@@ -118,6 +171,8 @@ VALIDATOR = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / "g
 def test_glb_files_pass_the_khronos_validator(rig, smile, tmp_path):
     frames = np.random.default_rng(0).random((6, rig.n_shapes), dtype=np.float32)
     files = [save_mesh(tmp_path / "face.glb", smile, rig.visible_triangles(), vertex_colours(rig)),
+             save_mesh(tmp_path / "compact.glb", smile, rig.visible_triangles(),
+                       vertex_colours(rig), compact=True),
              save_rig_glb(tmp_path / "rig.glb", rig, animation=frames)]
     for path in files:
         result = subprocess.run(["node", str(Path(__file__).with_name("gltf_validate.js")),

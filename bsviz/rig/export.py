@@ -1,10 +1,12 @@
 """Mesh files: OBJ (``obj``), PLY through trimesh, GLB (glTF 2.0 binary) written here.
 
 Vertex order is the rig's in every format (no merging, no seam splitting), so a
-file's vertex i is rig vertex i. OBJ and PLY keep the rig's centimetres; GLB is in
-metres, as glTF specifies. ``save_rig_glb`` writes the whole rig as morph targets
-(neutral + K named targets), optionally with a keyframed weight animation, for
-Blender, three.js or any glTF viewer to animate.
+file's vertex i is rig vertex i; a compact GLB (``save_mesh(..., compact=True)``) keeps
+only the vertices its triangles use, still in the rig's order, and quantises them. OBJ
+and PLY keep the rig's centimetres; GLB is in metres, as glTF specifies.
+``save_rig_glb`` writes the whole rig as morph targets (neutral + K named targets),
+optionally with a keyframed weight animation, for Blender, three.js or any glTF viewer
+to animate.
 """
 
 from __future__ import annotations
@@ -21,13 +23,25 @@ from bsviz.rig.rig import Rig, vertex_normals
 
 GLTF_METRES_PER_UNIT = 0.01  # the rig is in centimetres
 MESH_FORMATS = (".obj", ".ply", ".glb")
+QUANTISATION = "KHR_mesh_quantization"
+_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963  # bufferView targets
+_COMPONENT_TYPES = {np.dtype(np.int8): 5120, np.dtype(np.uint8): 5121, np.dtype(np.int16): 5122,
+                    np.dtype(np.uint16): 5123, np.dtype(np.uint32): 5125,
+                    np.dtype(np.float32): 5126}
 
 
 def save_mesh(path: str | Path, vertices: np.ndarray, triangles: np.ndarray,
-              colours: np.ndarray | None = None) -> Path:
+              colours: np.ndarray | None = None, *, compact: bool = False) -> Path:
     """Write one mesh as OBJ, PLY or GLB, chosen by the file suffix.
 
-    vertices : (V, 3) float, centimetres; triangles : (F, 3) int; colours : (V, 3) in [0, 1].
+    Parameters
+    ----------
+    vertices : (V, 3) float, centimetres
+    triangles : (F, 3) int
+    colours : (V, 3) float in [0, 1]
+    compact : GLB only: write only the vertices the triangles use, in the rig's order, and
+        quantise them (``KHR_mesh_quantization``; positions within 2.6 µm for the ICT face,
+        see ``_compact_glb_bytes``): 0.72 MB instead of 1.57 MB for the ICT face
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -36,7 +50,7 @@ def save_mesh(path: str | Path, vertices: np.ndarray, triangles: np.ndarray,
                          f"(choose from {', '.join(MESH_FORMATS)})")
     vertices = np.asarray(vertices, np.float32)
     if suffix == ".glb":
-        data = _glb_bytes(vertices, triangles, colours)
+        data = (_compact_glb_bytes if compact else _glb_bytes)(vertices, triangles, colours)
     elif suffix == ".obj":
         data = obj_bytes(vertices, triangles, colours)
     else:
@@ -87,20 +101,31 @@ class _GltfBuffer:
         self.views: list[dict] = []
         self.accessors: list[dict] = []
 
-    def view(self, array: np.ndarray, target: int | None = None) -> int:
+    def view(self, array: np.ndarray, target: int | None = None, stride: int | None = None
+             ) -> int:
         self.blob.extend(b"\0" * (-len(self.blob) % 4))  # 4-byte alignment
         view = {"buffer": 0, "byteOffset": len(self.blob), "byteLength": array.nbytes}
         if target is not None:
             view["target"] = target
+        if stride is not None:
+            view["byteStride"] = stride
         self.blob.extend(np.ascontiguousarray(array).tobytes())
         self.views.append(view)
         return len(self.views) - 1
 
     def accessor(self, array: np.ndarray, type_: str, target: int | None = None,
-                 bounds: bool = False) -> int:
-        component = {np.dtype(np.float32): 5126, np.dtype(np.uint32): 5125}[array.dtype]
-        acc = {"bufferView": self.view(array, target), "componentType": component,
-               "count": len(array), "type": type_}
+                 bounds: bool = False, normalized: bool = False) -> int:
+        """An accessor of ``array`` ((N,) or (N, width)); a vertex attribute's rows are padded
+        to a multiple of 4 bytes (a byteStride), as glTF requires of their elements."""
+        rows = array.reshape(len(array), -1)
+        pad = -rows.shape[1] * rows.itemsize % 4 if target == _ARRAY_BUFFER else 0
+        padded = np.pad(rows, ((0, 0), (0, pad // rows.itemsize)))
+        stride = padded.shape[1] * rows.itemsize if pad else None
+        acc = {"bufferView": self.view(padded, target, stride),
+               "componentType": _COMPONENT_TYPES[array.dtype], "count": len(array),
+               "type": type_}
+        if normalized:
+            acc["normalized"] = True
         if bounds:
             acc["min"], acc["max"] = _bounds(array)
         self.accessors.append(acc)
@@ -120,8 +145,10 @@ class _GltfBuffer:
 
 
 def _bounds(array: np.ndarray) -> tuple[list[float], list[float]]:
-    a = array.reshape(len(array), -1)
-    return a.min(axis=0).tolist(), a.max(axis=0).tolist()
+    """Per-component min and max of (N, ...) ``array``, a contiguous column at a time (ten
+    times faster than reducing a (N, 3) array over its first axis)."""
+    columns = np.ascontiguousarray(array.reshape(len(array), -1).T)
+    return columns.min(axis=1).tolist(), columns.max(axis=1).tolist()
 
 
 def _glb_bytes(vertices, triangles, colours=None, names=(), deltas=None, weights=None,
@@ -130,17 +157,19 @@ def _glb_bytes(vertices, triangles, colours=None, names=(), deltas=None, weights
     scale = GLTF_METRES_PER_UNIT
     buf = _GltfBuffer()
     primitive = {
-        "indices": buf.accessor(np.asarray(triangles, np.uint32).ravel(), "SCALAR", target=34963),
+        "indices": buf.accessor(np.asarray(triangles, np.uint32).ravel(), "SCALAR",
+                                _ELEMENT_ARRAY_BUFFER),
         "attributes": {
-            "POSITION": buf.accessor(np.asarray(vertices, np.float32) * scale, "VEC3", 34962, True),
+            "POSITION": buf.accessor(np.asarray(vertices, np.float32) * scale, "VEC3",
+                                     _ARRAY_BUFFER, True),
             "NORMAL": buf.accessor(vertex_normals(np.asarray(vertices, np.float32), triangles),
-                                   "VEC3", 34962),
+                                   "VEC3", _ARRAY_BUFFER),
         },
         "material": 0, "mode": 4,
     }
     if colours is not None:
         primitive["attributes"]["COLOR_0"] = buf.accessor(
-            np.clip(np.asarray(colours, np.float32), 0, 1), "VEC3", 34962)
+            np.clip(np.asarray(colours, np.float32), 0, 1), "VEC3", _ARRAY_BUFFER)
     mesh: dict = {"name": "face", "primitives": [primitive]}
     if len(names):
         moved = np.linalg.norm(deltas, axis=-1) >= min_delta            # (K, V)
@@ -148,14 +177,7 @@ def _glb_bytes(vertices, triangles, colours=None, names=(), deltas=None, weights
                                 for d, m in zip(deltas, moved)]
         mesh["weights"] = [float(w) for w in weights]
         mesh["extras"] = {"targetNames": list(names)}  # the names Blender and three.js read
-    gltf = {
-        "asset": {"version": "2.0", "generator": "bsviz"},
-        "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0, "name": "face"}],
-        "meshes": [mesh],
-        "materials": [{"name": "skin", "doubleSided": True, "pbrMetallicRoughness": {
-            "baseColorFactor": [1, 1, 1, 1] if colours is not None else [0.86, 0.68, 0.58, 1],
-            "metallicFactor": 0.0, "roughnessFactor": 0.7}}],
-    }
+    gltf = _document(mesh, {"mesh": 0, "name": "face"}, colours is not None)
     if animation is not None:
         times = np.arange(len(animation), dtype=np.float32) / np.float32(fps)
         gltf["animations"] = [{"name": "expression", "samplers": [{
@@ -163,6 +185,74 @@ def _glb_bytes(vertices, triangles, colours=None, names=(), deltas=None, weights
             "output": buf.accessor(animation.reshape(-1), "SCALAR"),
             "interpolation": "LINEAR"}],
             "channels": [{"sampler": 0, "target": {"node": 0, "path": "weights"}}]}]
+    return _pack(gltf, buf)
+
+
+def _compact_glb_bytes(vertices, triangles, colours=None) -> bytes:
+    """The bytes of a GLB holding one mesh, compact: only the vertices the triangles use,
+    quantised with ``KHR_mesh_quantization``.
+
+    The kept vertices stay in the rig's order; the primitive's ``extras.rigVertices`` lists
+    them as [start, stop) ranges of rig indices. Positions are int16, q = round((p - c) / s)
+    with c the centre of their box and s = (its longest side) / 65534, so |q| <= 32767; the
+    node's uniform scale s and translation c (in metres) turn them back, each coordinate
+    within s / 2 of the original (2.6 µm for the ICT face, 33.8 cm tall). A uniform scale
+    leaves the normals' directions alone. Normals are normalized int8 (within 0.5 / 127 per
+    component), colours normalized uint8, and indices uint16 below 65535 vertices.
+    """
+    vertices, triangles = np.asarray(vertices, np.float32), np.asarray(triangles)
+    is_used = np.bincount(triangles.ravel(), minlength=len(vertices)) > 0
+    used = np.flatnonzero(is_used)                 # in the rig's order
+    local = (np.cumsum(is_used) - 1)[triangles]    # rig index -> index in the file
+    kept = vertices[used]
+    lo, hi = np.array(_bounds(kept), np.float64)
+    centre, step = (lo + hi) / 2, float((hi - lo).max()) / 65534 or 1.0
+    normals = vertex_normals(kept, local)
+    buf = _GltfBuffer()
+    index_type = np.uint16 if len(used) < 65535 else np.uint32  # 65535: primitive restart
+    primitive = {
+        "indices": buf.accessor(local.astype(index_type).ravel(), "SCALAR",
+                                _ELEMENT_ARRAY_BUFFER),
+        "attributes": {
+            "POSITION": buf.accessor(np.round((kept - centre) / step).astype(np.int16), "VEC3",
+                                     _ARRAY_BUFFER, bounds=True),
+            "NORMAL": buf.accessor(np.round(normals * 127).astype(np.int8), "VEC3",
+                                   _ARRAY_BUFFER, normalized=True),
+        },
+        "material": 0, "mode": 4, "extras": {"rigVertices": _ranges(used)},
+    }
+    if colours is not None:
+        rgb = np.clip(np.asarray(colours, np.float32)[used], 0, 1)
+        primitive["attributes"]["COLOR_0"] = buf.accessor(
+            np.round(rgb * 255).astype(np.uint8), "VEC3", _ARRAY_BUFFER, normalized=True)
+    metres = GLTF_METRES_PER_UNIT
+    node = {"mesh": 0, "name": "face", "scale": [step * metres] * 3,
+            "translation": (centre * metres).tolist()}
+    gltf = _document({"name": "face", "primitives": [primitive]}, node, colours is not None)
+    gltf["extensionsUsed"] = gltf["extensionsRequired"] = [QUANTISATION]
+    return _pack(gltf, buf)
+
+
+def _ranges(indices: np.ndarray) -> list[list[int]]:
+    """Sorted distinct ``indices`` as [start, stop) runs of consecutive values."""
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    starts, stops = indices[np.r_[0, breaks]], indices[np.r_[breaks - 1, len(indices) - 1]] + 1
+    return np.stack([starts, stops], axis=1).tolist()
+
+
+def _document(mesh: dict, node: dict, coloured: bool) -> dict:
+    """The glTF JSON of one node holding ``mesh``, with its one material."""
+    return {
+        "asset": {"version": "2.0", "generator": "bsviz"},
+        "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [node], "meshes": [mesh],
+        "materials": [{"name": "skin", "doubleSided": True, "pbrMetallicRoughness": {
+            "baseColorFactor": [1, 1, 1, 1] if coloured else [0.86, 0.68, 0.58, 1],
+            "metallicFactor": 0.0, "roughnessFactor": 0.7}}],
+    }
+
+
+def _pack(gltf: dict, buf: _GltfBuffer) -> bytes:
+    """The GLB container: a header, the JSON chunk, and the binary chunk of ``buf``."""
     buf.blob.extend(b"\0" * (-len(buf.blob) % 4))
     gltf.update(buffers=[{"byteLength": len(buf.blob)}], bufferViews=buf.views,
                 accessors=buf.accessors)
