@@ -7,6 +7,7 @@ import pytest
 from conftest import obj_vertices
 from PIL import Image
 
+from bsviz.assets import example_paths
 from bsviz.rig.obj import obj_bytes, read_obj
 from bsviz.ui.cli import main
 
@@ -148,3 +149,27 @@ def test_console_script_demo(tmp_path):
                     "demo_rig_animated.glb", "demo_three_quarter.png"]
     front = np.asarray(Image.open(tmp_path / "demo_front.png"))
     assert (front[256, 256] != 255).any()
+
+
+@pytest.fixture(scope="module")
+def predict_modules():
+    """The modules loaded by ``bsviz predict`` on an example image, in a fresh process."""
+    code = ("import json, sys\nfrom bsviz.ui.cli import main\n"
+            "status = main(['predict', sys.argv[1], '--json'])\n"
+            "print(json.dumps({'status': status, 'modules': sorted(sys.modules)}))")
+    result = subprocess.run([sys.executable, "-c", code, str(example_paths()[0])],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ran = json.loads(result.stdout.splitlines()[-1])
+    assert ran["status"] == 0
+    return {name.split(".")[0] for name in ran["modules"]}
+
+
+@pytest.mark.parametrize("package", [
+    "plotly", "trimesh", "gradio", "pyrender", "open3d",
+    pytest.param("matplotlib", marks=pytest.mark.xfail(strict=True, reason=(
+        "build_parser imports bsviz.fer.train for TrainConfig's flags, and train imports "
+        "fer.reports, which imports matplotlib"))),
+])
+def test_predict_loads_no_package_it_does_not_need(predict_modules, package):
+    assert package not in predict_modules
