@@ -2,7 +2,8 @@
 
 One update = a slider's value set (as the front end's message sets it) -> blend the face ->
 move the FigureWidget's mesh in place, which serialises the new x, y, z arrays into the
-widget's comm message. Not counted: the socket send and the browser's WebGL redraw.
+widget's comm message. A preset (``set_weights`` of all 53 shapes, each snapped to its slider's
+step) is one update too. Not counted: the socket send and the browser's WebGL redraw.
 
     python benchmarks/bench_explorer.py [--n 200]
 
@@ -51,6 +52,8 @@ def main() -> None:
         ("slider jawOpen: blend + figure update", slider("jawOpen")),
         ("slider mouthSmile_L, L/R linked: 2 sliders, 1 update", slider("mouthSmile_L")),
         ("slider jawOpen, heatmap on", slider("jawOpen")),
+        ("preset: set_weights of all 53 shapes, 1 update",
+         lambda value: explorer.set_weights(dict.fromkeys(rig.names, value / 3))),
     ]
     # the median is robust to another process sharing the CPU; p95 shows the stalls
     print(f"{'case':56s} {'median ms':>9s} {'p95 ms':>7s} {'updates/s':>9s}")

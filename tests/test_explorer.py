@@ -13,7 +13,7 @@ import trimesh
 from bsviz.rig.blend import WeightError
 from bsviz.rig.obj import read_obj
 from bsviz.ui import explorer as explorer_module
-from bsviz.ui.explorer import BlendshapeExplorer, load_presets, lr_pairs
+from bsviz.ui.explorer import BlendshapeExplorer, load_presets, lr_pairs, snap
 
 HAPPY = {"mouthSmile_L": 0.8, "mouthSmile_R": 0.7, "cheekSquint_L": 0.25}
 
@@ -167,3 +167,59 @@ def test_weights_json_round_trips(rig, explorer, tmp_path):
     with pytest.raises(WeightError, match="NaN"):
         other.set_weights({"jawOpen": float("nan")})
     assert other.weights() == explorer.weights()  # a refused dict changes nothing
+
+
+def test_snap_is_the_browsers_arithmetic(explorer):
+    jaw, identity = explorer.sliders["jawOpen"], explorer.identity_sliders["identity000"]
+    assert [snap(v, jaw) for v in (0.4529, 0.4698, 0.0358, 0.2079, 0.125, -1.0, 3.0)] == [
+        0.45, 0.47, 0.04, 0.21, 0.13, 0.0, 1.0]  # halves up, as JavaScript's Math.round
+    assert snap(0.57, jaw) == 0.57  # 57 / 100, where 57 * 0.01 would be 0.5700000000000001
+    assert snap(0.05, identity) == 2.05 - 2  # the browser's 0.04999999999999982, not 0.05
+    values = np.random.default_rng(0).uniform(-2.5, 2.5, 2000)
+    for slider in (jaw, identity):  # a snapped value is left alone: the browser sends nothing
+        snapped = [snap(v, slider) for v in values]
+        assert [snap(v, slider) for v in snapped] == snapped
+
+
+def test_values_from_code_land_on_the_sliders_steps(explorer, draws):
+    explorer.set_weights({"browDown_L": 0.4529, "browDown_R": 0.4698, "identity001": 0.33})
+    assert explorer.weights()["browDown_L"] == 0.45 and explorer.weights()["browDown_R"] == 0.47
+    assert explorer.identity()["identity001"] == snap(0.35, explorer.identity_sliders["identity001"])
+    assert len(draws) == 1  # the link left the other side alone
+
+
+def test_a_preset_redraws_once_and_the_link_leaves_it_alone(rig, tmp_path, draws):
+    uneven = {"browDown_L": 0.4529, "browDown_R": 0.4698, "eyeBlink_L": 0.2079, "jawOpen": 0.0132}
+    explorer = BlendshapeExplorer(rig, presets={"anger": uneven}, out_dir=tmp_path)
+    assert explorer.link.value
+    explorer.preset.value = "anger"
+    assert {n: v for n, v in explorer.weights().items() if v} == {
+        "browDown_L": 0.45, "browDown_R": 0.47, "eyeBlink_L": 0.21, "jawOpen": 0.01}
+    assert len(draws) == 1
+    np.testing.assert_allclose(figure_vertices(explorer), face(rig, explorer.weights()), atol=1e-5)
+
+
+def test_the_browser_echoing_a_value_changes_nothing(explorer, draws):
+    explorer.set_weights({"mouthSmile_L": 0.3, "mouthSmile_R": 0.7})
+    slider = explorer.sliders["mouthSmile_L"]
+    slider.set_state({"value": slider.value})  # what a front end sends back for a snapped value
+    assert explorer.sliders["mouthSmile_R"].value == 0.7 and len(draws) == 1
+    slider.set_state({"value": 0.5})  # the user moving the slider in the browser
+    assert explorer.sliders["mouthSmile_R"].value == 0.5 and len(draws) == 2
+
+
+def test_the_face_has_eyes_and_teeth(rig, explorer):
+    shown = np.asarray(explorer.figure.data[0].vertexcolor)
+    assert len(shown) == rig.n_vertices
+    rgb = np.array([c[4:-1].split(",") for c in shown], int)  # "rgb(r,g,b)"
+    part = {n: rgb[np.unique(rig.triangles[rig.triangle_groups == g])]
+            for g, n in enumerate(rig.group_names)}
+    for eye in ("M_ScleraLeft", "M_ScleraRight"):
+        light = part[eye].min(axis=1)
+        assert (light > 200).mean() > 0.5  # mostly white
+        assert ((light < 20).sum() > 5) and (np.ptp(part[eye], axis=1) > 30).sum() > 20  # pupil, iris
+    teeth, skin = ({tuple(c) for c in part[n]} for n in ("M_Teeth", "M_Face"))
+    assert min(min(c) for c in teeth) > 200 and not teeth & skin
+    explorer.heatmap.value = True
+    explorer.heatmap.value = False
+    assert list(explorer.figure.data[0].vertexcolor) == list(shown)

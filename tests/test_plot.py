@@ -44,6 +44,24 @@ def test_heatmap_is_the_displacement_from_neutral(rig):
     assert expected[left].max() > 5 * expected[right].max()
 
 
+def test_heatmap_colour_bar_starts_at_zero(rig):
+    neutral = heatmap_figure(rig, rig.neutral).data[0]
+    assert (neutral.cmin, neutral.cmax) == (0, 0.1)  # not plotly's -0.5..0.5 around the zeros
+    fig = go.FigureWidget(heatmap_figure(rig, rig.neutral))
+    moved = blend(rig, {"jawOpen": 1.0})
+    set_vertices(fig, moved, displacement(rig, moved))
+    mesh = fig.data[0]
+    assert mesh.cmin == 0 and mesh.cmax == displacement(rig, moved).max() > 1
+
+
+def test_mesh_figure_paints_vertex_colours(rig):
+    colours = np.zeros((rig.n_vertices, 3), np.float32)
+    colours[::2] = (1.0, 0.5, 0.0)
+    mesh = mesh_figure(rig.neutral, rig.visible_triangles(), colours=colours).data[0]
+    assert mesh.color is None and len(mesh.vertexcolor) == rig.n_vertices
+    assert list(mesh.vertexcolor[:3]) == ["rgb(255,128,0)", "rgb(0,0,0)", "rgb(255,128,0)"]
+
+
 def test_weight_charts_group_shapes_by_region(rig):
     weights = np.linspace(0, 1, rig.n_shapes, dtype=np.float32)
     fig = weights_figure(weights, rig.names, top=3)

@@ -13,17 +13,32 @@ from bsviz.rig.blend import displacement
 from bsviz.rig.rig import REGIONS, Rig, shape_region
 
 
+def _colour_range(distance: np.ndarray) -> dict[str, float]:
+    """Colour-bar bounds for (V,) distances in cm: 0 to the largest, at least 0.1 (plotly's own
+    range would centre a neutral face's zeros on -0.5..0.5)."""
+    return {"cmin": 0.0, "cmax": max(float(np.max(distance)), 0.1)}
+
+
 def mesh_figure(vertices: np.ndarray, triangles: np.ndarray, intensity: np.ndarray | None = None,
-                title: str = "", height: int = 600) -> go.Figure:
+                title: str = "", height: int = 600, colours: np.ndarray | None = None
+                ) -> go.Figure:
     """A plotly figure of one mesh (V, 3) with triangles (F, 3), seen from the front.
 
-    ``intensity`` (V,) colours the vertices (e.g. ``displacement``) with a colour bar;
-    without it the face is drawn in a flat skin tone.
+    ``intensity`` (V,) colours the vertices by a distance (e.g. ``displacement``, cm) with a
+    colour bar from 0; else ``colours`` (V, 3) float RGB in [0, 1] (e.g. ``vertex_colours``:
+    skin, eyes, teeth) paints each vertex; without either the mesh is a flat skin tone.
     """
     v = np.asarray(vertices, np.float32)
-    colour = ({"intensity": intensity, "colorscale": "Viridis",
-               "colorbar": {"title": {"text": "|T-b0| cm"}}}
-              if intensity is not None else {"color": "rgb(222,176,150)"})
+    if intensity is not None:
+        colour = {"intensity": intensity, "colorscale": "Viridis", **_colour_range(intensity),
+                  "colorbar": {"title": {"text": "|T-b0| cm"}}}
+    elif colours is not None:  # a few distinct colours: name each once, then index them
+        palette, index = np.unique(np.round(255 * np.asarray(colours)).astype(np.uint8), axis=0,
+                                   return_inverse=True)
+        names = np.array([f"rgb({r},{g},{b})" for r, g, b in palette.tolist()])
+        colour = {"vertexcolor": names[index.ravel()]}
+    else:
+        colour = {"color": "rgb(222,176,150)"}
     mesh = go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=triangles[:, 0], j=triangles[:, 1],
                      k=triangles[:, 2], flatshading=False, hoverinfo="skip",
                      lighting={"ambient": 0.45, "diffuse": 0.8, "specular": 0.1,
@@ -44,7 +59,7 @@ def set_vertices(fig: go.Figure, vertices: np.ndarray, intensity: np.ndarray | N
     v = np.asarray(vertices, np.float32)
     update = {"x": v[:, 0], "y": v[:, 1], "z": v[:, 2]}
     if intensity is not None:
-        update["intensity"] = intensity
+        update.update(intensity=intensity, **_colour_range(intensity))
     with fig.batch_update():  # one message to the front end for a FigureWidget
         fig.data[0].update(update)
 
