@@ -26,11 +26,20 @@ pip install --no-deps -e .
 # last, on its own, because a single resolver pass refuses it.
 echo "setup: PyOpenGL 3.1.10 next (pip will note that pyrender asks for 3.1.0: expected)"
 pip install "PyOpenGL==3.1.10"
+# dash (which open3d pulls in) leaves an unbuilt JupyterLab extension, @plotly/dash-jupyterlab,
+# in the environment: JupyterLab then opens with a "Build Recommended" dialog whose build fails
+# offline. Nothing here uses dash in JupyterLab, so every such source extension goes (the
+# prebuilt ones, widgets and plotly, are in share/jupyter/labextensions and stay).
+for tgz in .venv/share/jupyter/lab/extensions/*.tgz; do
+  [ -e "$tgz" ] || continue
+  echo "setup: removing $tgz, an unbuilt JupyterLab extension (JupyterLab would ask for a build)"
+  rm -f "$tgz"
+done
 # The Khronos glTF validator, which the tests run on our GLB files (skipped without node).
 if command -v npm >/dev/null && [ ! -d .tools/node_modules/gltf-validator ]; then
   npm install --silent --no-audit --no-fund --prefix .tools gltf-validator@2.0.0-dev.3.10 \
     >/dev/null 2>&1 || echo "setup: could not install gltf-validator; its test will be skipped" >&2
 fi
-.venv/bin/python -c "import bsviz.render, torch, mediapipe" \
+.venv/bin/python -c "import bsviz.rig.render, torch, mediapipe" \
   || { echo "setup: the environment does not import; see the messages above" >&2; exit 1; }
 echo "setup: done (.venv/bin/bsviz)"
