@@ -3,9 +3,12 @@
 Each runs in a fresh kernel of this Python (jupyter_client starts the ``python3`` kernel
 with ``sys.executable``), in a temporary folder, with ``QUICK = True`` and ``OUT_DIR``
 injected after the cell tagged ``parameters`` (as papermill does), so nothing is written
-into the repository.
+into the repository. No cell may show MediaPipe's C++ log lines.
 """
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -13,6 +16,9 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+# absl/glog lines ("W0000 00:00:1796117375.090600 27165 face_landmarker_graph.cc:181] ..."),
+# absl's "Logging before InitGoogle()", TFLite's "INFO: Created TensorFlow Lite XNNPACK ..."
+MEDIAPIPE_LOG = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|InitGoogle|TensorFlow Lite", re.M)
 
 
 def with_parameters(nb: nbformat.NotebookNode, source: str) -> nbformat.NotebookNode:
@@ -32,6 +38,22 @@ def test_notebook_runs(path, tmp_path):
     # raises CellExecutionError, with the cell and its traceback, on the first failing cell
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
+    logs = [o.text for cell in nb.cells for o in cell.get("outputs", [])
+            if o.get("name") == "stderr" and MEDIAPIPE_LOG.search(o.text)]
+    assert not logs, logs[0][:500]
+
+
+def test_finding_a_face_prints_nothing_on_stderr():
+    """What keeps MediaPipe's C++ logs out of the notebooks (and the CLI's stderr, and the app's
+    log): a new process, a FaceFinder, one face found; a real warning still gets through."""
+    code = ("import warnings\nfrom bsviz.assets import example_paths\n"
+            "from bsviz.vision.faces import FaceFinder\n"
+            "with FaceFinder() as finder:\n    finder.find(example_paths()[0])\n"
+            "warnings.warn('a real warning')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"<string>:\d+: UserWarning: a real warning\n", result.stderr), result.stderr
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

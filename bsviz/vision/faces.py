@@ -75,7 +75,22 @@ class FaceFinder:
             base_options=BaseOptions(model_asset_path=str(model_path)),
             output_face_blendshapes=True, num_faces=max_faces)
         self._mp = mp
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        # Building the landmarker, MediaPipe's C++ code logs straight to fd 2 ("Logging before
+        # InitGoogle()", "W0000 ... xnnpack", "Feedback manager requires ...") whatever
+        # GLOG_minloglevel or TF_CPP_MIN_LOG_LEVEL say: fd 2 is /dev/null meanwhile. A failure
+        # still raises, with MediaPipe's message; what comes later reaches stderr as before.
+        import os
+        import sys
+
+        sys.stderr.flush()
+        stderr, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        finally:
+            os.dup2(stderr, 2)
+            os.close(stderr)
+            os.close(null)
         # Close before Python stops MediaPipe's executor threads, which happens before atexit
         # handlers run (a landmarker closed later prints errors at exit).
         threading._register_atexit(self.close)
