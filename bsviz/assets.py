@@ -36,6 +36,11 @@ def landmarker_path() -> Path:
     return _shipped("bsviz.models", "face_landmarker.task")
 
 
+def landmark_vertices_path() -> Path:
+    """The rig vertex under each MediaPipe landmark, ``models/landmark_vertices.json``."""
+    return _shipped("bsviz.models", "landmark_vertices.json")
+
+
 def presets_path() -> Path:
     """Per-class mean weights as expression presets, ``models/expression_presets.json``."""
     return _shipped("bsviz.models", "expression_presets.json")

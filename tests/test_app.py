@@ -3,6 +3,7 @@ the ``bsviz app`` start-up check, and one end-to-end test in headless chromium (
 
 import io
 import json
+import os
 import re
 import shutil
 import socket
@@ -12,7 +13,10 @@ import sys
 import time
 import urllib.request
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import httpx
@@ -27,7 +31,7 @@ from bsviz.fer.checkpoints import CheckpointError
 from bsviz.rig.blend import blend
 from bsviz.rig.obj import read_obj
 from bsviz.ui import app
-from bsviz.ui.cli import main
+from bsviz.ui.cli import exposure_warning, main, parse_auth
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -118,7 +122,8 @@ def test_bad_input_gives_its_message_and_writes_nothing(engine, inputs, name, me
         out = app.on_photo(str(inputs / name))
     assert out[0].startswith(f"Error: {message}")
     assert out[1:6] == (None,) * 5  # no stale face box, label, charts or model
-    assert len(out) == 6 + K
+    assert len(out) == 6 + K + 2  # and the face selector, emptied, and its state
+    assert out[-1] is None
     assert list(tmp_path.iterdir()) == [] and sorted(inputs.iterdir()) == before
 
 
@@ -138,18 +143,26 @@ def test_webcam_frames_are_checked_and_analysed(engine):
         app.on_photo(np.zeros((8, 8, 3), np.uint8))
 
 
-def test_several_faces_use_the_largest_and_say_so(engine, inputs):
+def test_several_faces_are_all_analysed_and_pickable(engine, inputs, rig):
     analysis = engine.analyse(inputs / "two_faces.png")
-    assert analysis.notes == ["2 faces found; using the largest"]
-    assert analysis.prediction.face.box[0] > 256  # the larger face is the right-hand one
-    with pytest.warns(UserWarning, match="2 faces found; using the largest"):
-        out = app.on_photo(str(inputs / "two_faces.png"))
-    assert "Note: 2 faces found; using the largest" in out[0]
+    assert len(analysis.predictions) == 2 and analysis.notes == []
+    assert analysis.predictions[0].face.box[0] > 256  # the larger face is the right-hand one
+    out = app.on_photo(str(inputs / "two_faces.png"))
+    assert out[0].startswith("2 faces found in two_faces.png")
+    pick, state = out[-2], out[-1]
+    assert len(pick["choices"]) == 2 and pick["value"] == pick["choices"][0]
+    second = pick["choices"][1]
+    label, weights_plot, compare_plot, glb, *weights = app.on_face(second, state)
+    assert weights == analysis.predictions[1].weights.tolist()
+    assert max(label, key=label.get) == analysis.predictions[1].expression
+    mesh = trimesh.load(glb, force="mesh", process=False)
+    np.testing.assert_allclose(mesh.vertices, blend(rig, weights) / 100, atol=1e-6)
 
 
 def test_example_face_gives_probabilities_weights_and_a_glb(engine, rig):
-    status, shown, label, weights_plot, compare_plot, glb, *weights = app.on_photo(
+    status, shown, label, weights_plot, compare_plot, glb, *weights, pick, state = app.on_photo(
         str(example_paths()[0]))
+    assert status.startswith("1 face found") and len(pick["choices"]) == 1
     assert not status.startswith("Error") and max(label, key=label.get) in status
     assert set(label) == set(engine.classes)
     assert sum(label.values()) == pytest.approx(1, abs=1e-4)
@@ -254,14 +267,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(checkpoint, tmp_path_factory):
-    """``bsviz app`` serving on a free localhost port, in its own process."""
-    port, cwd = free_port(), tmp_path_factory.mktemp("server")
-    log = cwd / "app.log"
+@contextmanager
+def serving(checkpoint: Path, cwd: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``bsviz app ARGS`` serving on a free localhost port, in its own process: its URL."""
+    port, log = free_port(), cwd / "app.log"
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "bsviz.ui.cli", "app", "--port", str(port),
-                                    "--model", str(checkpoint)],
+                                    "--model", str(checkpoint), *args],
                                    cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -276,6 +288,13 @@ def server(checkpoint, tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    """``bsviz app`` serving on a free localhost port, in its own process."""
+    with serving(checkpoint, tmp_path_factory.mktemp("server")) as served:
+        yield served
 
 
 def test_uploads_over_the_size_limit_are_refused(server):
@@ -344,3 +363,119 @@ def test_browser_upload_edit_and_bad_file(server, shared, tmp_path):
         finally:
             browser.close()
     assert process.poll() is None  # still serving
+
+
+# --------------------------------------------------------------------------- running for days
+
+
+def test_sweep_keeps_the_folder_under_its_cap_oldest_first(tmp_path):
+    now = time.time()
+
+    def file(name: str, age: float, size: int = 4000) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(size))
+        os.utime(path, (now - age, now - age))
+        return path
+
+    stale = file("stale.txt", 1000, 10)  # past the age limit, though under the cap
+    a, b = file("a/face.glb", 200), file("b/face.glb", 100)
+    recent = [file("c/face.glb", 30), file("d/image.jpeg", 5)]  # the last minute
+    (tmp_path / "empty_old").mkdir()
+    os.utime(tmp_path / "empty_old", (now - 120, now - 120))
+    (tmp_path / "empty_new").mkdir()  # a request may be about to fill it
+    limits = {"keep_seconds": 60, "max_age_seconds": 600}
+    assert app.sweep(tmp_path, 9000, **limits) == [str(stale), str(a), str(b)]
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == recent
+    assert not (tmp_path / "empty_old").exists() and (tmp_path / "empty_new").is_dir()
+    assert app.sweep(tmp_path, 9000, **limits) == []
+    assert app.sweep(tmp_path, 1000, **limits) == []  # the last minute stays, even over the cap
+    assert app.sweep(tmp_path, 1000, keep_seconds=10, max_age_seconds=600) == [str(recent[0])]
+
+
+def test_the_cap_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(app.CACHE_ENV, raising=False)
+    assert app.cache_bytes() == app.CACHE_MB * 2**20
+    monkeypatch.setenv(app.CACHE_ENV, "1.5")
+    assert app.cache_bytes() == int(1.5 * 2**20)
+    for bad in ("0", "-3", "lots", "nan"):
+        monkeypatch.setenv(app.CACHE_ENV, bad)
+        with pytest.raises(ValueError, match=f"^BSVIZ_APP_CACHE_MB must be a positive number "
+                                             f"of megabytes, got '{bad}'$"):
+            app.cache_bytes()
+
+
+def test_many_edits_leave_a_bounded_temp_folder(engine, monkeypatch):
+    cap = 4 * 2**20
+    monkeypatch.setattr(engine, "cache_bytes", cap)
+    monkeypatch.setattr(app, "KEEP_SECONDS", 0)  # all 30 are written within the minute kept
+    rng = np.random.default_rng(0)
+    glbs = [Path(app.on_edit(False, *rng.random(K).round(2))) for _ in range(30)]
+    files = [p for p in engine.out_dir.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= cap
+    assert len(files) <= cap // glbs[-1].stat().st_size and glbs[-1] in files  # the newest stay
+
+
+def test_tidy_forgets_the_files_gone_from_disk(engine, tmp_path):
+    kept = tmp_path / "kept.glb"
+    kept.write_bytes(b"glTF")
+    paths = {str(kept), str(tmp_path / "gone.glb")}
+    app._tidy(SimpleNamespace(temp_file_sets=[paths]))  # what Gradio's Blocks holds
+    assert paths == {str(kept)}
+
+
+@pytest.fixture(scope="module")
+def auth_server(checkpoint, tmp_path_factory):
+    """``bsviz app --auth user:pass:word`` (a password may hold colons)."""
+    with serving(checkpoint, tmp_path_factory.mktemp("auth"), "--auth", "user:pass:word") as s:
+        yield s[0]
+
+
+def test_auth_refuses_a_wrong_password_and_serves_the_right_one(auth_server):
+    url, data = auth_server, {"data": [False] + [0.0] * K}
+    wrong = httpx.post(f"{url}login", data={"username": "user", "password": "pass"})
+    assert wrong.status_code == 400
+    assert httpx.post(f"{url}gradio_api/call/edit", json=data).status_code == 401
+    with httpx.Client(timeout=60) as http:
+        right = http.post(f"{url}login", data={"username": "user", "password": "pass:word"})
+        assert right.status_code == 200
+        event = http.post(f"{url}gradio_api/call/edit", json=data).json()["event_id"]
+        body = http.get(f"{url}gradio_api/call/edit/{event}").text
+    assert "event: complete" in body and "face.glb" in body
+
+
+def test_auth_files_and_bad_auth_arguments(tmp_path, capsys):
+    logins = tmp_path / "logins.txt"
+    logins.write_text("alice:one\n\n  bob:two:three  \n")
+    assert parse_auth(["carol:four"], str(logins)) == [
+        ("carol", "four"), ("alice", "one"), ("bob", "two:three")]
+    (tmp_path / "bad.txt").write_text("alice:one\nbob\n")
+    (tmp_path / "blank.txt").write_text("\n\n")
+    for args, message in [
+            (["--auth", "nocolon"], "--auth expects USER:PASSWORD, neither empty"),
+            (["--auth", "user:"], "--auth expects USER:PASSWORD, neither empty"),
+            (["--auth-file", str(tmp_path / "bad.txt")],
+             f"auth file {tmp_path / 'bad.txt'}, line 2: expected user:password, neither empty"),
+            (["--auth-file", str(tmp_path / "blank.txt")],
+             f"auth file {tmp_path / 'blank.txt'} holds no user:password line"),
+            (["--auth-file", str(tmp_path / "none.txt")],
+             f"cannot read auth file {tmp_path / 'none.txt'}: No such file or directory")]:
+        assert main(["app", *args]) == 2
+        assert capsys.readouterr().err == f"bsviz: error: {message}\n"
+
+
+def test_serving_beyond_localhost_without_auth_warns(monkeypatch, capsys):
+    assert "0.0.0.0 without --auth" in exposure_warning("0.0.0.0", False, [])
+    assert "lab-pc.local without --auth" in exposure_warning("lab-pc.local", False, [])
+    assert "--share without --auth" in exposure_warning("127.0.0.1", True, [])
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert exposure_warning(host, False, []) is None
+    assert exposure_warning("0.0.0.0", True, [("u", "p")]) is None
+    launched = []
+    monkeypatch.setattr(app, "launch", lambda *args, **kwargs: launched.append((args, kwargs)))
+    assert main(["app", "--host", "0.0.0.0"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("bsviz: warning: the app listens on 0.0.0.0") and err.count("\n") == 1
+    assert main(["app", "--host", "0.0.0.0", "--auth", "u:p"]) == 0
+    assert capsys.readouterr().err == ""
+    assert [kwargs["auth"] for _, kwargs in launched] == [None, [("u", "p")]]

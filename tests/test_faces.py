@@ -75,15 +75,3 @@ def test_crop_is_aligned_when_the_photo_is_rotated(finder):
     assert abs(eye_angle(tilted.landmarks) + 20) < 4  # rotate() turns counter-clockwise
     crop = (tilted.crop * 255).astype(np.uint8)
     assert abs(eye_angle(finder.find(crop).landmarks)) < 4  # eyes level in the crop
-
-
-def test_draw_box_scales_the_image_and_draws_the_box_there():
-    rgb = np.zeros((100, 200, 3), np.uint8)
-    shown = faces.draw_box(rgb, np.array([20, 10, 60, 50]), size=400)  # scale 2
-    assert shown.shape == (200, 400, 3)
-    green = (shown[..., 1] > 200) & (shown[..., 0] < 50)
-    ys, xs = np.nonzero(green)
-    assert abs(xs.min() - 40) <= 2 and abs(xs.max() - 120) <= 2
-    assert abs(ys.min() - 20) <= 2 and abs(ys.max() - 100) <= 2
-    assert not green[60:80, 60:100].any()  # an outline, not a filled box
-    assert not rgb.any()  # the input is left alone

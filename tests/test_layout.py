@@ -147,4 +147,5 @@ def test_wheel_carries_the_assets_and_predicts_from_anywhere(tmp_path):
                              "--json"], cwd=elsewhere, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout)["expression"] in ("happy", "neutral", "surprise")
+    record = json.loads(result.stdout)
+    assert record["faces"][0]["expression"] in ("happy", "neutral", "surprise")

@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in notebooks, text on the command line
 
 from bsviz.assets import landmarker_path
 from bsviz.fer.data import ALIASES, IMAGE_SUFFIXES, DataError
@@ -209,7 +209,7 @@ def _detect_all(todo: list[tuple[str, Path]], workers: int) -> Iterator[tuple[st
 def _detect(finder: faces.FaceFinder, item: tuple[str, Path]) -> tuple[str, Result]:
     sha1, path = item
     try:
-        found = finder.find_all(path)
+        found = [f for f in finder.find_all(path) if f.blendshapes is not None]
     except ImageError as e:  # damaged, truncated or not an image: skipped, not fatal
         return sha1, (NO_FACE, str(e))
     return sha1, (found[0].blendshapes if found else NO_FACE, "")
@@ -229,9 +229,11 @@ def _worker_detect(item: tuple[str, Path]) -> tuple[str, Result]:
 
 @cache
 def _cache_tag() -> str:
-    """What cached scores depend on: the landmarker bundle and the small-image preprocessing."""
+    """What cached scores depend on: the landmarker bundle, the small-image preprocessing and
+    the landmarker's window around each detected face."""
     model = hashlib.sha1(landmarker_path().read_bytes()).hexdigest()[:16]
-    return f"{model} small={faces.SMALL} upscale={faces.UPSCALE} pad={faces.PAD}"
+    return (f"{model} small={faces.SMALL} upscale={faces.UPSCALE} pad={faces.PAD} "
+            f"window={faces.CONTEXT}x{faces.LANDMARKER_SIDE}")
 
 
 def _read_cache(path: Path, tag: str) -> dict[str, Result]:

@@ -16,8 +16,9 @@ import torch
 
 from bsviz.assets import model_path as shipped_model
 from bsviz.fer.checkpoints import load_checkpoint, model_from_checkpoint
-from bsviz.rig.rig import mirror_permutation
+from bsviz.rig.rig import load_rig, mirror_permutation
 from bsviz.vision.faces import Face, FaceFinder
+from bsviz.vision.fit import Fit, LandmarkFitter
 from bsviz.vision.image import ImageSource
 from bsviz.vision.scores import to_ict
 
@@ -30,6 +31,7 @@ class Prediction:
     weights : (K,) regressed blendshape weights in [0, 1] (None for an image-only model)
     shape_names : the K rig shape names of ``weights``
     face : the detected face (box, landmarks, MediaPipe's 52 scores, the crop)
+    fit : the rig fitted to the face's landmarks (pose, weights, NME); None without landmarks
     """
 
     classes: tuple[str, ...]
@@ -37,23 +39,32 @@ class Prediction:
     weights: np.ndarray | None
     shape_names: tuple[str, ...]
     face: Face
+    fit: Fit | None = None
 
     @property
     def expression(self) -> str:
         return self.classes[int(np.argmax(self.probabilities))]
 
     @property
-    def mediapipe_weights(self) -> np.ndarray:
-        """(K,) MediaPipe's own scores for this face, mapped onto the rig's names."""
-        return to_ict(self.face.blendshapes)
+    def mediapipe_weights(self) -> np.ndarray | None:
+        """(K,) MediaPipe's own scores for this face, mapped onto the rig's names (None for a
+        face without landmarks)."""
+        return None if self.face.blendshapes is None else to_ict(self.face.blendshapes)
 
     def as_dict(self) -> dict:
-        """Plain JSON-able data: expression, probabilities, weights, face box."""
-        out = {"expression": self.expression,
-               "probabilities": dict(zip(self.classes, np.round(self.probabilities, 5).tolist())),
-               "face_box": np.round(self.face.box, 1).tolist()}
+        """Plain JSON-able data: the face box (x0, y0, x1, y1, pixels), whether MediaPipe found
+        its landmarks, the expression, probabilities and weights."""
+        out = {"box": np.round(self.face.box, 1).tolist(), "found_by": self.face.found_by,
+               "expression": self.expression,
+               "probabilities": dict(zip(self.classes, np.round(self.probabilities, 5).tolist()))}
         if self.weights is not None:
             out["weights"] = dict(zip(self.shape_names, np.round(self.weights, 5).tolist()))
+        if self.fit is not None:
+            out["pose"] = {k: round(v, 2) for k, v in self.fit.pose.items()}
+            out["fit"] = {"weights": dict(zip(self.shape_names,
+                                              np.round(self.fit.weights, 5).tolist())),
+                          "identity": np.round(self.fit.identity, 4).tolist(),
+                          "nme": round(self.fit.nme, 5)}
         return out
 
 
@@ -63,10 +74,12 @@ class Predictor:
     With ``flip`` (the default) each crop is also run flipped left-right and the two views
     are averaged (test-time flip: the probabilities, and the weights with the flipped view's
     mirrored back), which raised PrivateTest accuracy in every FER2013 run (README, results).
+    With ``fit`` (the default) the rig is also fitted to each face's landmarks
+    (``vision.fit``: head pose, expression and identity weights, NME).
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
-                 flip: bool = True):
+                 flip: bool = True, fit: bool = True):
         self.path = Path(model_path) if model_path else shipped_model()
         checkpoint = load_checkpoint(self.path)
         self.kind = checkpoint["kind"]
@@ -79,6 +92,13 @@ class Predictor:
         self.flip = flip
         self.mirror = mirror_permutation(self.shape_names)
         self._finder: FaceFinder | None = None
+        self.fitter: LandmarkFitter | None = None
+        if fit:
+            rig = load_rig()
+            if rig.names != self.shape_names:
+                raise ValueError(f"the shape names of {self.path} are not the rig's; "
+                                 "predict with fit=False")
+            self.fitter = LandmarkFitter(rig)
 
     @property
     def finder(self) -> FaceFinder:
@@ -115,21 +135,26 @@ class Predictor:
             weights = None if weights is None else (weights[:n] + weights[n:, self.mirror]) / 2
         return probabilities.cpu().numpy(), None if weights is None else weights.cpu().numpy()
 
-    def predict(self, image: ImageSource) -> Prediction:
+    def predict(self, image: ImageSource, whole_crops: bool = True) -> Prediction:
         """Find the (largest) face in ``image`` (a path, PIL image or array) and classify it.
 
         Raises ``NoFaceError`` when there is none; warns when there are several.
+        ``whole_crops``: see ``FaceFinder.find_all`` (off for video frames).
         """
-        return self._classify([self.finder.find(image, crop_size=self.image_size)])[0]
+        face = self.finder.find(image, crop_size=self.image_size, whole_crops=whole_crops)
+        return self._classify([face])[0]
 
-    def predict_all(self, image: ImageSource) -> list[Prediction]:
+    def predict_all(self, image: ImageSource, whole_crops: bool = True) -> list[Prediction]:
         """Every face in ``image``, largest first (an empty list when there is none)."""
-        return self._classify(self.finder.find_all(image, crop_size=self.image_size))
+        return self._classify(self.finder.find_all(image, crop_size=self.image_size,
+                                                   whole_crops=whole_crops))
 
     def _classify(self, found: list[Face]) -> list[Prediction]:
         if not found:
             return []
         probabilities, weights = self.run(np.stack([face.crop for face in found]))
         return [Prediction(self.classes, probabilities[i],
-                           None if weights is None else weights[i], self.shape_names, face)
+                           None if weights is None else weights[i], self.shape_names, face,
+                           None if self.fitter is None or face.landmarks is None
+                           else self.fitter.fit(face.landmarks))
                 for i, face in enumerate(found)]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in notebooks, text on the command line
 
 from bsviz.fer.labels import class_means, load_labels
 from bsviz.files import atomic_path
@@ -248,11 +248,11 @@ def _render_chunk(rig: Rig, renderer: Renderer, finder: faces.FaceFinder,
         vertices = (vertices - centre) @ pose_matrix(*scenes.pose[i]).T + centre
         image = renderer.render(vertices, "front", colours, lights=scenes.lights(i),
                                 ambient=float(scenes.light[i, 4]))
-        found = finder.find_all(image, crop_size=size)
+        found = [f for f in finder.find_all(image, crop_size=size) if f.blendshapes is not None]
         if found:
             images[i, 0] = np.round(found[0].crop * 255)
             render_scores[i] = found[0].blendshapes
-            on_crop = finder.find_all(images[i, 0])
+            on_crop = [f for f in finder.find_all(images[i, 0]) if f.blendshapes is not None]
             if on_crop:
                 crop_scores[i] = on_crop[0].blendshapes
         bar.update()

@@ -75,9 +75,6 @@ class Renderer:
         ``lights`` are directional and fixed to the camera, (yaw, pitch, intensity) each as in
         ``LIGHTS``; ``ambient`` is the grey level of the ambient light.
         """
-        if isinstance(view, str) and view not in VIEWS:
-            raise ValueError(f"unknown view '{view}' (choose from {', '.join(VIEWS)})")
-        yaw = np.radians(VIEWS[view] if isinstance(view, str) else float(view))
         vertices = np.asarray(vertices, np.float32)
         pyrender = self._pyrender
         primitive = pyrender.Primitive(
@@ -87,8 +84,7 @@ class Renderer:
                                                         doubleSided=True))
         scene = pyrender.Scene(bg_color=(*BACKGROUND, 1.0), ambient_light=(ambient,) * 3)
         scene.add(pyrender.Mesh([primitive]))
-        eye = self.target + self.distance * np.array([np.sin(yaw), 0.0, np.cos(yaw)])
-        camera_pose = _look_at(eye, self.target)
+        camera_pose = self.camera_pose(view)
         scene.add(self.camera, pose=camera_pose)
         for yaw_deg, pitch_deg, intensity in lights:
             y, p = np.radians(yaw_deg), np.radians(pitch_deg)
@@ -98,6 +94,25 @@ class Renderer:
                       pose=_look_at(light_eye, self.target))
         colour, _ = self._gl.render(scene)
         return colour[..., :3].copy()
+
+    def camera_pose(self, view: str | float = "front") -> np.ndarray:
+        """(4, 4) camera-to-world pose of a named view or a yaw in degrees."""
+        if isinstance(view, str) and view not in VIEWS:
+            raise ValueError(f"unknown view '{view}' (choose from {', '.join(VIEWS)})")
+        yaw = np.radians(VIEWS[view] if isinstance(view, str) else float(view))
+        eye = self.target + self.distance * np.array([np.sin(yaw), 0.0, np.cos(yaw)])
+        return _look_at(eye, self.target)
+
+    def project(self, vertices: np.ndarray, view: str | float = "front") -> np.ndarray:
+        """(N, 3) where ``vertices`` (N, 3) land in ``render``'s image: x, y in pixels (y down,
+        pixel edges at integers) and the distance in front of the camera, centimetres."""
+        pose = self.camera_pose(view)
+        local = (np.asarray(vertices, np.float64) - pose[:3, 3]) @ pose[:3, :3]  # camera frame
+        depth = -local[:, 2]
+        focal = self.size / 2 / np.tan(self.camera.yfov / 2)  # pixels
+        x = self.size / 2 + focal * local[:, 0] / depth
+        y = self.size / 2 - focal * local[:, 1] / depth
+        return np.stack([x, y, depth], axis=1)
 
     def close(self) -> None:
         if self._gl is not None:

@@ -274,33 +274,92 @@ def cmd_train(args) -> None:
         print(json.dumps(shown))
 
 
-def cmd_predict(args) -> None:
+def image_paths(sources: list[str]) -> list[Path]:
+    """The images named: files as given, folders as the image files under them, sorted."""
+    from bsviz.fer.data import IMAGE_SUFFIXES
+
+    paths: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                           and p.is_file())
+            if not found:
+                raise CliError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {source}")
+            paths += found
+        else:
+            paths.append(source)
+    return paths
+
+
+def cmd_predict(args) -> int:
+    """Every face in every image: one JSON line per image with --json, else a few lines each.
+    Exit status 1 if any image could not be used (the others are still printed)."""
+    from tqdm import tqdm
+
     from bsviz.fer.predict import Predictor
+    from bsviz.vision.image import ImageError
 
-    predictor = Predictor(args.model, flip=args.flip)
-    prediction = predictor.predict(args.image)
-    if args.json:
-        print(json.dumps(prediction.as_dict(), indent=1))
-    else:
-        ranked = np.argsort(-prediction.probabilities)
-        print(f"{args.image}: {prediction.expression}")
-        for i in ranked:
-            print(f"  {prediction.classes[i]:<10} {prediction.probabilities[i]:.3f}")
-        if prediction.weights is not None:
-            top = np.argsort(-prediction.weights)[:8]
-            print("  top weights: " + ", ".join(
-                f"{prediction.shape_names[i]} {prediction.weights[i]:.2f}" for i in top))
-    if args.mesh:
-        from bsviz.rig.blend import blend
-        from bsviz.rig.colours import vertex_colours
-        from bsviz.rig.export import save_mesh
+    paths = image_paths(args.images)
+    if args.mesh and len(paths) != 1:
+        raise CliError(f"--mesh writes one face: give one image, not {len(paths)}")
+    failed = 0
+    with Predictor(args.model, flip=args.flip) as predictor, \
+            tqdm(paths, desc="predict", unit="image", file=sys.stderr,
+                 disable=len(paths) < 10, leave=False) as bar:
+        for path in bar:
+            try:
+                predictions = predictor.predict_all(path)
+            except (ImageError, OSError) as e:
+                failed += 1
+                bar.write(json.dumps({"path": str(path), "error": str(e)}) if args.json
+                          else f"{path}: error: {e}", file=sys.stdout)
+                continue
+            record = {"path": str(path), "faces": [p.as_dict() for p in predictions]}
+            bar.write(json.dumps(record) if args.json else _describe(path, predictions),
+                      file=sys.stdout)
+    if args.mesh and predictions:
+        _write_face(args, predictions[0])
+    elif args.mesh:
+        raise CliError(f"no face found in {paths[0]}; --mesh wrote nothing")
+    return 1 if failed else 0
 
-        if prediction.weights is None:
-            raise CliError("this model regresses no blendshape weights; --mesh needs them")
-        rig = _rig(args)
-        save_mesh(args.mesh, blend(rig, dict(zip(prediction.shape_names, prediction.weights))),
-                  rig.visible_triangles(), vertex_colours(rig))
-        print(f"wrote {args.mesh}", file=sys.stderr if args.json else sys.stdout)
+
+def _describe(path: Path, predictions: list) -> str:
+    """Plain text: the image, then per face its box, expression, probabilities, top weights."""
+    lines = [f"{path}: {len(predictions)} face{'s' * (len(predictions) != 1)}"]
+    for i, p in enumerate(predictions, 1):
+        x0, y0, x1, y1 = np.round(p.face.box).astype(int).tolist()
+        note = {"landmarker": "", "detector": " (no landmarks: classified from the detector's "
+                "box, no MediaPipe scores)", "whole image": " (no face found: the whole small "
+                "image is taken as the face crop)"}[p.face.found_by]
+        lines.append(f"  face {i} at ({x0}, {y0})-({x1}, {y1}): {p.expression}{note}")
+        ranked = np.argsort(-p.probabilities)
+        lines.append("    " + "  ".join(f"{p.classes[k]} {p.probabilities[k]:.3f}" for k in ranked))
+        if p.weights is not None:
+            top = np.argsort(-p.weights)[:8]
+            lines.append("    top weights: " + ", ".join(
+                f"{p.shape_names[k]} {p.weights[k]:.2f}" for k in top))
+        if p.fit is not None:
+            pose = ", ".join(f"{k} {v:+.1f}" for k, v in p.fit.pose.items())
+            top = np.argsort(-p.fit.weights)[:5]
+            lines.append(f"    head pose (degrees): {pose}; rig fitted to the landmarks: NME "
+                         f"{p.fit.nme:.3f}, " + ", ".join(
+                             f"{p.shape_names[k]} {p.fit.weights[k]:.2f}" for k in top))
+    return "\n".join(lines)
+
+
+def _write_face(args, prediction) -> None:
+    """The reconstructed face of ``prediction`` as a mesh file (--mesh), on ``--rig``."""
+    from bsviz.rig.blend import blend
+    from bsviz.rig.colours import vertex_colours
+    from bsviz.rig.export import save_mesh
+
+    if prediction.weights is None:
+        raise CliError("this model regresses no blendshape weights; --mesh needs them")
+    rig = _rig(args)
+    save_mesh(args.mesh, blend(rig, dict(zip(prediction.shape_names, prediction.weights))),
+              rig.visible_triangles(), vertex_colours(rig))
+    print(f"wrote {args.mesh}", file=sys.stderr if args.json else sys.stdout)
 
 
 # TrainConfig fields each experiment sets itself (per run), so `bsviz eval` offers no flag for them.
@@ -334,10 +393,63 @@ def cmd_eval(args) -> None:
     print(reports.format_summary(summary))
 
 
-def cmd_app(args) -> None:
-    from bsviz.ui.app import launch
+def parse_auth(values: list[str], auth_file: str | None) -> list[tuple[str, str]]:
+    """(user, password) pairs from ``--auth USER:PASSWORD`` values and an ``--auth-file`` of
+    one ``user:password`` a line (blank lines skipped, spaces around a line ignored)."""
+    pairs = [_credential(v, "--auth expects USER:PASSWORD, neither empty") for v in values]
+    if auth_file:
+        path = Path(auth_file)
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as e:
+            raise CliError(f"cannot read auth file {path}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise CliError(f"auth file {path} is not text") from None
+        found = [_credential(line.strip(), f"auth file {path}, line {n}: expected "
+                             "user:password, neither empty")
+                 for n, line in enumerate(lines, 1) if line.strip()]
+        if not found:
+            raise CliError(f"auth file {path} holds no user:password line")
+        pairs += found
+    return pairs
 
-    launch(args.host, args.port, args.share, args.model)
+
+def _credential(text: str, error: str) -> tuple[str, str]:
+    """``user:password`` as a pair (the password may hold colons); CliError(error) if not
+    (the text is not repeated: it may be a password)."""
+    user, sep, password = text.partition(":")
+    if not (sep and user.strip() and password):
+        raise CliError(error)
+    return user.strip(), password
+
+
+def exposure_warning(host: str, share: bool, auth: list[tuple[str, str]]) -> str | None:
+    """The warning for an app that others can reach without a password; None when it is
+    served on a loopback address only, or with ``auth``."""
+    import ipaddress
+
+    if auth:
+        return None
+    if share:
+        return "--share without --auth: anyone with the public link can use the app"
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        local = False
+    if local:
+        return None
+    return (f"the app listens on {host} without --auth: anyone who can reach this machine "
+            "can use it (add --auth USER:PASSWORD or --auth-file FILE)")
+
+
+def cmd_app(args) -> None:
+    auth = parse_auth(args.auth, args.auth_file)
+    warning = exposure_warning(args.host, args.share, auth)
+    if warning:
+        print(f"bsviz: warning: {warning}", file=sys.stderr)
+    from bsviz.ui.app import launch  # imported here: Gradio takes seconds to import
+
+    launch(args.host, args.port, args.share, args.model, auth=auth or None)
 
 
 def _add_weight_args(p: argparse.ArgumentParser) -> None:
@@ -443,10 +555,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default="runs/cache", help="decoded images")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="expression and blendshape weights of the face in a photo")
-    p.add_argument("image", help="a photo (any size; RGB, gray, RGBA or 16-bit)")
-    p.add_argument("--json", action="store_true", help="print JSON: probabilities and 53 weights")
-    p.add_argument("--mesh", metavar="OUT.glb", help="write the reconstructed face (.glb/.obj/.ply)")
+    p = sub.add_parser("predict", help="expression and blendshape weights of every face in photos")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="photos (any size; RGB, gray, RGBA or 16-bit) or folders of them")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per image a line: its faces' boxes, expressions, "
+                        "probabilities and 53 weights, or an error")
+    p.add_argument("--mesh", metavar="OUT.glb",
+                   help="write the largest face, reconstructed (.glb/.obj/.ply; one image only)")
     p.add_argument("--model", help="a checkpoint (default: the shipped models/blendshape_fernet.pt)")
     p.add_argument("--no-flip", dest="flip", action="store_false",
                    help="run the crop once, without averaging in its mirror image")
@@ -461,6 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "app says so and serves locally)")
     p.add_argument("--model", help="a checkpoint (default: $BSVIZ_MODEL, else the shipped "
                                    "models/blendshape_fernet.pt)")
+    p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                   help="ask for this login (repeatable); without it, a --host other than "
+                        "localhost or --share serves anyone, with a warning")
+    p.add_argument("--auth-file", metavar="FILE", help="logins, one user:password a line")
     p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("demo", help="render the shipped rig with a sample expression")
@@ -475,11 +595,11 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = lambda msg, *a, **k: print(f"bsviz: warning: {msg}", file=sys.stderr)
         try:
-            args.func(args)
+            status = args.func(args)
         except (ValueError, OSError) as e:  # RigError, WeightError, CliError are ValueErrors
             print(f"bsviz: error: {e}", file=sys.stderr)
             return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -95,14 +95,23 @@ def weights_figure(weights: np.ndarray, names: Sequence[str], top: int = 8) -> g
         "uniformtext": {"minsize": 8, "mode": "show"}})  # names at full size, not squeezed
 
 
-def compare_figure(ours: np.ndarray, mediapipe: np.ndarray, names: Sequence[str]) -> go.Figure:
-    """Grouped bars: our regressed weights beside MediaPipe's scores, shapes ordered by region."""
+def compare_figure(ours: np.ndarray, mediapipe: np.ndarray | None, names: Sequence[str],
+                   fitted: np.ndarray | None = None) -> go.Figure:
+    """Grouped bars: our regressed weights beside MediaPipe's scores and the weights of the rig
+    fitted to the landmarks (``fitted``), shapes ordered by region (ours alone when MediaPipe
+    found no landmarks on the face)."""
     order = by_region(names)
     x = [names[i] for i in order]
-    return go.Figure([go.Bar(x=x, y=ours[order], name="BlendshapeFERNet (ours)"),
-                      go.Bar(x=x, y=mediapipe[order], name="MediaPipe")], layout={
+    bars = [go.Bar(x=x, y=ours[order], name="BlendshapeFERNet (ours)")]
+    if mediapipe is not None:
+        bars.append(go.Bar(x=x, y=mediapipe[order], name="MediaPipe"))
+    if fitted is not None:
+        bars.append(go.Bar(x=x, y=fitted[order], name="rig fitted to the landmarks"))
+    title = "ours vs MediaPipe, same face" if mediapipe is not None else \
+        "ours (MediaPipe found no landmarks on this face)"
+    return go.Figure(bars, layout={
         "barmode": "group", "height": 330, "margin": {"l": 40, "r": 10, "t": 40, "b": 10},
-        "title": {"text": "ours vs MediaPipe, same face", "font": {"size": 13}},
+        "title": {"text": title, "font": {"size": 13}},
         "yaxis": {"range": [0, 1.05]}, "xaxis": {"tickangle": -90, "tickfont": {"size": 8}},
         "legend": {"orientation": "h", "y": 1.12, "font": {"size": 10}}})
 
