@@ -168,7 +168,7 @@ def test_example_face_gives_probabilities_weights_and_a_glb(engine, rig):
     assert sum(label.values()) == pytest.approx(1, abs=1e-4)
     assert len(weights) == K and all(0 <= w <= 1 for w in weights)
     assert shown.shape == (app.SHOW_SIZE, app.SHOW_SIZE, 3)
-    assert len(weights_plot.data) == 6 and len(compare_plot.data) == 2  # 6 regions; ours, MediaPipe
+    assert len(weights_plot.data) == 6 and len(compare_plot.data) == 3  # ours, MediaPipe, fit
     assert Path(glb).is_relative_to(engine.out_dir)
     mesh = trimesh.load(glb, force="mesh", process=False)
     np.testing.assert_allclose(mesh.vertices, blend(rig, weights) / 100, atol=1e-6)  # metres
@@ -479,3 +479,24 @@ def test_serving_beyond_localhost_without_auth_warns(monkeypatch, capsys):
     assert main(["app", "--host", "0.0.0.0", "--auth", "u:p"]) == 0
     assert capsys.readouterr().err == ""
     assert [kwargs["auth"] for _, kwargs in launched] == [None, [("u", "p")]]
+
+
+def test_the_fitted_rig_is_drawn_over_the_photo_and_exports_posed(engine, rig):
+    """The status image shows each face's fitted mesh where the face is; the comparison chart
+    has the fitted weights; the posed face exports in the photo's pixels."""
+    path = example_paths()[0]
+    out = app.on_photo(str(path))
+    shown, compare_plot, pick, state = out[1], out[4], out[-2], out[-1]
+    plain = np.asarray(Image.open(path).convert("RGB").resize(shown.shape[1::-1]))
+    face = state["faces"][0]
+    x0, y0, x1, y1 = (np.array(face["box"]) * shown.shape[1] / 256).astype(int)
+    changed = np.abs(shown.astype(int) - plain.astype(int)).sum(axis=2) > 30
+    assert changed[y0 + 5:y1 - 5, x0 + 5:x1 - 5].mean() > 0.2  # the mesh over the face
+    assert [bar.name for bar in compare_plot.data][-1] == "rig fitted to the landmarks"
+    obj, fit_json = map(Path, app.on_posed(pick["value"], state))
+    posed = read_obj(obj).vertices
+    fit = json.loads(fit_json.read_text())
+    assert set(fit["pose"]) == {"yaw", "pitch", "roll"} and fit["nme"] < 0.05
+    landmarks = engine.predictor.predict(str(path)).face.landmarks
+    ids = engine.predictor.fitter.ids
+    assert np.linalg.norm(posed[ids, :2] - landmarks[:, :2], axis=1).mean() < 5  # pixels

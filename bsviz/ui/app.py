@@ -52,7 +52,8 @@ from bsviz.rig.export import save_mesh, save_rig_glb
 from bsviz.rig.render import Renderer
 from bsviz.rig.rig import REGIONS, load_rig, shape_region
 from bsviz.ui.plot import compare_figure, timeline_figure, weights_figure
-from bsviz.vision.draw import draw_boxes
+from bsviz.vision.draw import draw_boxes, draw_mesh
+from bsviz.vision.fit import Fit
 from bsviz.vision.faces import NoFaceError
 from bsviz.vision.image import ImageError, read_image
 from bsviz.vision.video import MAX_FRAMES, SMOOTHING, VideoFrames, smooth
@@ -178,6 +179,9 @@ class Engine:
         self.classes = self.predictor.classes
         self.triangles = self.rig.visible_triangles()
         self.colours = vertex_colours(self.rig)
+        skin = [i for i, n in enumerate(self.rig.group_names) if n == "M_Face"]
+        self.skin = self.rig.triangles[np.isin(self.rig.triangle_groups, skin)] if skin \
+            else self.triangles  # the triangles drawn over the photo
         self.renderer = Renderer(self.rig, size=STILL_SIZE)
         self._own_dir = out_dir is None
         self.out_dir = Path(tempfile.mkdtemp(prefix="bsviz-app-") if out_dir is None else out_dir)
@@ -242,6 +246,28 @@ class Engine:
         vertices, colours = self.mesh(weights, heatmap)
         with self._render_lock:
             return self.renderer.render(vertices, "front", colours)
+
+    def posed(self, fit) -> np.ndarray:
+        """(V, 3) the rig fitted to a face (a ``vision.fit.Fit``, or its dict in the app's
+        state), posed as in the photo: x, y in the photo's pixels, z the depth in pixels."""
+        if isinstance(fit, dict):
+            fit = Fit(np.array(fit["weights"], np.float32), np.array(fit["identity"], np.float32),
+                      fit["scale"], np.array(fit["rotation"]), np.array(fit["translation"]),
+                      fit["nme"])
+        return fit.to_image(blend(self.rig, fit.weights, fit.identity))
+
+    def export_posed(self, fit: dict) -> list[Path]:
+        """The fitted face posed as in the photo (OBJ, photo pixels, y down) and its fit (JSON:
+        pose in degrees, weights, identity, NME), in a new folder."""
+        folder = self._folder()
+        values = {"pose": fit["pose"], "nme": fit["nme"], "identity": fit["identity"],
+                  "weights": dict(zip(self.rig.names, np.round(fit["weights"], 4).tolist()))}
+        paths = [save_mesh(folder / "bsviz_posed_face.obj", self.posed(fit), self.triangles,
+                           self.colours),
+                 write_bytes_atomic(folder / "bsviz_fit.json",
+                                    json.dumps(values, indent=1).encode())]
+        self.tidy()
+        return paths
 
     def export(self, weights: Sequence[float], heatmap: bool = False) -> list[Path]:
         """The face as GLB and OBJ, and the weights as JSON {name: value} (what
@@ -351,15 +377,27 @@ def on_photo(image: str | np.ndarray | None, heatmap: bool = False) -> tuple:
         _warn(note)
     faces = [{"box": p.face.box.tolist(), "probabilities": p.probabilities.tolist(),
               "weights": p.weights.tolist(),
-              "mediapipe": None if p.mediapipe_weights is None else p.mediapipe_weights.tolist()}
+              "mediapipe": None if p.mediapipe_weights is None else p.mediapipe_weights.tolist(),
+              "fit": None if p.fit is None else {
+                  "weights": p.fit.weights.tolist(), "identity": p.fit.identity.tolist(),
+                  "scale": p.fit.scale, "rotation": p.fit.rotation.tolist(),
+                  "translation": p.fit.translation.tolist(), "pose": p.fit.pose,
+                  "nme": p.fit.nme}}
              for p in a.predictions]
     choices = [_face_name(i, p) for i, p in enumerate(a.predictions)]
     n = len(faces)
     status = "\n".join([f"{n} face{'s' * (n != 1)} found in {a.what}; showing face 1 (the "
                         "largest; pick another below)" if n > 1 else f"1 face found in {a.what}",
                         *(f"{name}" for name in choices), *(f"Note: {note}" for note in a.notes)])
-    shown = draw_boxes(a.rgb, [f["box"] for f in faces], [c.split(" (")[0] for c in choices],
-                       SHOW_SIZE)
+    # the photo at SHOW_SIZE, each face's fitted rig drawn where it sits in it, then the boxes
+    scale = SHOW_SIZE / max(a.rgb.shape[:2])
+    shown = draw_mesh(a.rgb, np.zeros((0, 3)), engine().skin[:0], size=SHOW_SIZE)
+    for p in a.predictions:
+        if p.fit is not None:
+            shown = draw_mesh(shown, engine().posed(p.fit) * scale, engine().skin,
+                              size=SHOW_SIZE)
+    shown = draw_boxes(shown, [np.array(f["box"]) * scale for f in faces],
+                       [c.split(" (")[0] for c in choices], SHOW_SIZE)
     return (status, shown, *on_face(choices[0], faces, heatmap),
             gr.update(choices=choices, value=choices[0]), {"faces": faces, "what": a.what})
 
@@ -378,10 +416,24 @@ def on_face(choice: str | None, faces: list[dict] | dict | None, heatmap: bool =
     face = faces[int(choice.split()[0]) - 1]
     probabilities, weights = np.array(face["probabilities"]), np.array(face["weights"])
     mediapipe = None if face["mediapipe"] is None else np.array(face["mediapipe"])
+    fitted = None if face.get("fit") is None else np.array(face["fit"]["weights"])
     names = engine().rig.names
     return (dict(zip(engine().classes, probabilities.tolist())), weights_figure(weights, names),
-            compare_figure(weights, mediapipe, names), engine().glb(weights, heatmap),
+            compare_figure(weights, mediapipe, names, fitted), engine().glb(weights, heatmap),
             *weights.tolist())
+
+
+def on_posed(choice: str | None, state: dict | None) -> list[str] | None:
+    """The picked face's rig, fitted to its landmarks and posed as in the photo (x, y in the
+    photo's pixels, z the depth), as an OBJ, with its pose and fit as JSON."""
+    faces = (state or {}).get("faces")
+    if not choice or not faces:
+        return None
+    face = faces[int(choice.split()[0]) - 1]
+    if face.get("fit") is None:
+        _warn("this face has no landmarks, so no fitted rig to export")
+        return None
+    return [str(p) for p in engine().export_posed(face["fit"])]
 
 
 def on_example(heatmap: bool, selected: gr.SelectData) -> tuple:
@@ -479,6 +531,8 @@ def build_demo() -> gr.Blocks:
                                          format="jpeg", scale=2, elem_id="still")
                     heatmap = gr.Checkbox(label="Colour by displacement |T - b0| (heatmap)")
                     export = gr.Button("Export face (GLB, OBJ) and weights (JSON)")
+                    export_posed = gr.Button("Export the fitted face posed as in the photo "
+                                             "(OBJ) and its pose (JSON)")
                     files = gr.File(label="Downloads", file_count="multiple",
                                     interactive=False)
             gr.Markdown("### Edit the weights (the 3D face updates when a slider is released)")
@@ -523,6 +577,7 @@ def build_demo() -> gr.Blocks:
         model.change(on_still, [model, heatmap, *weight_sliders], still, api_name="still",
                      trigger_mode="always_last", **QUEUE)
         export.click(on_export, [heatmap, *weight_sliders], files, api_name="export", **QUEUE)
+        export_posed.click(on_posed, [face_pick, faces_state], files, api_name="posed", **QUEUE)
         video.change(on_video, video, [video_status, video_label, timeline, video_model,
                                        video_files],
                      api_name="video", concurrency_id="video", concurrency_limit=1)
