@@ -14,6 +14,10 @@ also costs 2 (K + 1) 3V flops a face; at the machine's matrix-multiply peak
 (measured with a square float32 GEMM) that sets another. The ratio printed is the
 larger bound / the time taken (1.0 = as fast as the machine allows; above 1 when
 the 17 MB basis already sits in the CPU's cache, which the memory bound ignores).
+
+The machine may be shared, so the CPU figures of one batch size, and the two peaks, are
+timed in rounds that call each in turn: a change of load falls on all of them alike, and
+their ratios (torch / numpy above all) hold even when the absolute times do not.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import platform
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,30 +42,23 @@ from bsviz.rig.layer import BlendLayer
 from bsviz.rig.rig import load_rig
 
 
-def best_seconds(fn, repeats: int, warmup: int = 2) -> float:
-    """The median wall time of ``fn()`` over ``repeats`` runs, after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def interleaved_seconds(fns: dict[str, Callable[[], object]], repeats: int,
+                        warmup: int = 2) -> dict[str, float]:
+    """The median wall time of each of ``fns`` over ``repeats`` rounds, each round calling
+    every one of them in turn, after ``warmup`` rounds."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def stream_bandwidth(n_bytes: int = 512 << 20) -> float:
-    """Bytes per second moved by a large array copy (read + write), the streaming bound."""
-    src = np.ones(n_bytes // 4, np.float32)
-    dst = np.empty_like(src)
-    seconds = best_seconds(lambda: np.copyto(dst, src), repeats=5)
-    return 2 * n_bytes / seconds
-
-
-def gemm_flops(n: int = 2048) -> float:
-    """Float32 flops per second of a square numpy matrix product, the arithmetic bound."""
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    return 2 * n**3 / best_seconds(lambda: a @ a, repeats=5)
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The median wall time of ``fn()`` over ``repeats`` runs, after 2 warm-up runs."""
+    return interleaved_seconds({"": fn}, repeats)[""]
 
 
 def synced_call(fn):
@@ -86,7 +84,6 @@ def main() -> None:
     k, v = rig.n_shapes, rig.n_vertices
     basis_bytes = (k + 1) * 3 * v * 4
     mesh_bytes = 3 * v * 4
-    bandwidth, flops = stream_bandwidth(), gemm_flops()
     mesh_flops = 2 * (k + 1) * 3 * v
     rng = np.random.default_rng(0)
     w1 = rng.random((1, k), dtype=np.float32)
@@ -94,9 +91,40 @@ def main() -> None:
     rig.basis  # built once, at first use; not timed
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                "torch_threads": torch.get_num_threads(), "rig_load_s": load_s,
-               "stream_bandwidth_GBps": bandwidth / 1e9, "gemm_GFLOPs": flops / 1e9,
                "vertices": v, "shapes": k,
                "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE")}
+
+    # The machine's peaks, timed in the same rounds as the batched blends: a 512 MB copy (read
+    # + write, the streaming bound) and a square float32 GEMM (the arithmetic bound).
+    copy_bytes, square = 512 << 20, rng.random((2048, 2048), dtype=np.float32)
+    src = np.ones(copy_bytes // 4, np.float32)
+    dst = np.empty_like(src)
+    # The product alone, [w, 1] @ [D; b0] into a reused array, by each library's BLAS.
+    coeffs = np.concatenate([wb, np.ones((args.batch, 1), np.float32)], axis=1)
+    basis = rig.basis[: k + 1]
+    product = np.empty((args.batch, 3 * v), np.float32)
+    tc, tbasis, tproduct = map(torch.from_numpy, (coeffs, basis, product))
+    reused = np.empty((args.batch, v, 3), np.float32)
+    reused_t = torch.empty((args.batch, v, 3))
+    layer = BlendLayer(rig)
+    t1, tb = torch.from_numpy(w1), torch.from_numpy(wb)
+    print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores; other work "
+          f"skews the figures); THP_MEM_ALLOC_ENABLE={results['THP_MEM_ALLOC_ENABLE']}")
+    with torch.no_grad():
+        single = interleaved_seconds({"numpy": lambda: blend(rig, w1),
+                                      "torch cpu": lambda: layer(t1)}, args.repeats * 10)
+        batched = interleaved_seconds({
+            "copy": lambda: np.copyto(dst, src), "square gemm": lambda: square @ square,
+            "numpy": lambda: blend(rig, wb), "numpy out=": lambda: blend(rig, wb, out=reused),
+            "torch cpu": lambda: layer(tb), "torch out=": lambda: layer(tb, out=reused_t),
+            "gemm numpy": lambda: np.matmul(coeffs, basis, out=product),
+            # last: its OpenMP threads spin on after it, which would slow the next one timed
+            "gemm torch": lambda: torch.matmul(tc, tbasis, out=tproduct)},
+            args.repeats)
+    del src, dst, product, tproduct, reused, reused_t
+    bandwidth = 2 * copy_bytes / batched.pop("copy")
+    flops = 2 * square.shape[0] ** 3 / batched.pop("square gemm")
+    results.update(stream_bandwidth_GBps=bandwidth / 1e9, gemm_GFLOPs=flops / 1e9)
 
     def record(name: str, batch: int, seconds: float, bandwidth=bandwidth, flops=flops) -> None:
         memory = (basis_bytes + batch * mesh_bytes) / bandwidth
@@ -110,37 +138,17 @@ def main() -> None:
               f"meshes/s | bounds: memory {memory * 1e3:7.3f} ms, compute {compute * 1e3:7.3f} ms"
               f" ({batch / bound:,.0f} meshes/s) | ratio {bound / seconds:.2f}")
 
-    print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores; other work "
-          f"skews the figures); THP_MEM_ALLOC_ENABLE={results['THP_MEM_ALLOC_ENABLE']}")
     print(f"rig: {v} vertices, {k} shapes, basis {basis_bytes / 1e6:.1f} MB, "
           f"mesh {mesh_bytes / 1e3:.0f} kB; loaded in {load_s * 1e3:.0f} ms")
     print(f"streaming bandwidth (array copy): {bandwidth / 1e9:.1f} GB/s; float32 GEMM "
           f"{flops / 1e9:.0f} GFLOP/s; {mesh_flops / 1e6:.2f} MFLOP a mesh")
-    record("numpy", 1, best_seconds(lambda: blend(rig, w1), args.repeats * 10))
-    record("numpy", args.batch, best_seconds(lambda: blend(rig, wb), args.repeats))
-    reused = np.empty((args.batch, v, 3), np.float32)
-    record("numpy out=", args.batch, best_seconds(lambda: blend(rig, wb, out=reused), args.repeats))
-    del reused
-
-    # The product alone, [w, 1] @ [D; b0] into a reused array, by each library's BLAS
-    coeffs = np.concatenate([wb, np.ones((args.batch, 1), np.float32)], axis=1)
-    basis = rig.basis[: k + 1]
-    product = np.empty((args.batch, 3 * v), np.float32)
-    record("gemm numpy", args.batch, best_seconds(
-        lambda: np.matmul(coeffs, basis, out=product), args.repeats))
-    tc, tbasis, tproduct = map(torch.from_numpy, (coeffs, basis, product))
-    record("gemm torch", args.batch, best_seconds(
-        lambda: torch.matmul(tc, tbasis, out=tproduct), args.repeats))
-    del product, tproduct
-
-    layer = BlendLayer(rig)
+    for batch, timed in ((1, single), (args.batch, batched)):
+        for name, seconds in timed.items():
+            record(name, batch, seconds)
+        speed = timed["numpy"] / timed["torch cpu"]
+        results[f"torch_over_numpy_speed_batch_{batch}"] = speed
+        print(f"  batch {batch}: torch cpu runs at {speed:.2f}x numpy's speed (same rounds)")
     with torch.no_grad():
-        t1, tb = torch.from_numpy(w1), torch.from_numpy(wb)
-        record("torch cpu", 1, best_seconds(lambda: layer(t1), args.repeats * 10))
-        record("torch cpu", args.batch, best_seconds(lambda: layer(tb), args.repeats))
-        reused = torch.empty((args.batch, v, 3))
-        record("torch out=", args.batch, best_seconds(lambda: layer(tb, out=reused), args.repeats))
-        del reused
         if torch.cuda.is_available():
             gpu = layer.cuda()
             g1, gb = t1.cuda(), tb.cuda()

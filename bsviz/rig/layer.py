@@ -12,8 +12,8 @@ from bsviz.rig.rig import Rig
 class BlendLayer(torch.nn.Module):
     """The blendshape equation as a torch module: rig arrays as buffers, weights as inputs.
 
-    ``forward(weights (B, K), identity (B, J) | None) -> (B, V, 3)``; differentiable in both,
-    on whatever device the module is moved to. Raises WeightError as ``blend`` does.
+    ``forward(weights (B, K), identity (B, J) | None, out=None) -> (B, V, 3)``; differentiable
+    in both, on whatever device the module is moved to. Raises WeightError as ``blend`` does.
     """
 
     def __init__(self, rig: Rig, *, extrapolate: bool = False):
@@ -45,11 +45,11 @@ class BlendLayer(torch.nn.Module):
         coeffs = self._coefficients(weights, identity)
         shape = coeffs.shape[:-1] + (self.n_vertices, 3)
         basis = self.basis[: coeffs.shape[-1]]  # no identity: the first K + 1 rows
+        # T[b, v*3+c] = sum_k coeffs[b, k] * basis[k, v*3+c]  (see blend())
         if coeffs.requires_grad:
             if out is not None:
                 raise ValueError("out= is for inference: these weights need gradients (call "
                                  "the layer under torch.no_grad(), or without out=)")
-            # T[b, v*3+c] = sum_k coeffs[b, k] * basis[k, v*3+c]  (see blend())
             out = (coeffs @ basis).reshape(shape)
         else:
             out = self._output(shape, out)
