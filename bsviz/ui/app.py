@@ -15,7 +15,7 @@ megabytes (default 512), oldest files first, keeping what was written in the las
 writes files and every ``TIDY_SECONDS`` while serving. Gradio keeps the component state of the
 last ``SESSIONS`` sessions (each API call opens one) and the statistics of ``ANALYTICS_EVENTS``
 events; ``launch`` also drops Gradio's records of finished sessions and removed files, and has
-glibc's malloc give large blocks back when freed (``_unmap_large_blocks``).
+glibc's malloc keep fewer, tidier heaps (``_tune_malloc``).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ TIDY_SECONDS = 10        # while serving, the temp folder and Gradio's records a
 SESSIONS = 64            # sessions whose component state Gradio keeps (LRU; ~0.3 MB each): a
                          # page evicted by newer ones keeps working but forgets its gr.State values
 ANALYTICS_EVENTS = 1000  # events whose statistics Gradio keeps for its monitoring page
+MALLOC_ARENAS = 2        # glibc malloc arenas (heaps) that the server's threads share
 MMAP_THRESHOLD = 2**18   # bytes; glibc's malloc maps larger blocks, and unmaps them when freed
 MAX_FILE_SIZE = "25mb"   # uploads larger than this are refused by Gradio
 SHOW_SIZE = 512          # px; longer side of the image shown back with its face box
@@ -201,13 +202,9 @@ class Engine:
             shutil.rmtree(self.out_dir, ignore_errors=True)
 
     def tidy(self) -> list[str]:
-        """``sweep`` the temp folder; returns the removed files (none while another tidy runs)."""
-        if not self._tidy_lock.acquire(blocking=False):
-            return []
-        try:
+        """``sweep`` the temp folder (one sweep at a time); returns the removed files."""
+        with self._tidy_lock:
             return sweep(self.out_dir, self.cache_bytes, KEEP_SECONDS, MAX_AGE_SECONDS)
-        finally:
-            self._tidy_lock.release()
 
     def analyse(self, image: str | Path | np.ndarray) -> Analysis:
         """Every face in an upload (a file path) or a webcam frame (an array).
@@ -619,17 +616,21 @@ async def _housekeeping(server) -> AsyncIterator[None]:
             await task
 
 
-def _unmap_large_blocks() -> None:
-    """Have glibc's malloc map each block over ``MMAP_THRESHOLD`` bytes and unmap it when freed.
+def _tune_malloc() -> None:
+    """Have glibc's malloc share ``MALLOC_ARENAS`` arenas among all threads, and map each block
+    over ``MMAP_THRESHOLD`` bytes (unmapped when freed).
 
-    By default the threshold rises to the largest block freed (up to 32 MB); the GLBs and video
-    buffers of each request are then cut from the heaps of Gradio's worker threads, which keep
-    the fragments: the server's RSS grew ~60 MB per 1000 requests of the soak test, and is flat
-    with this. Nothing happens where the C library has no ``mallopt`` (not glibc).
+    By default each thread that allocates gets an arena of its own (up to 8 per core) and the
+    threshold rises to the largest block freed (up to 32 MB), so Gradio's short-lived worker
+    threads cut each request's GLBs and buffers from ever more heaps, which keep the fragments:
+    the server's RSS grew ~60 MB per 1000 requests of the soak test. Call it before threads
+    start (a limit set later keeps the arenas there are). Nothing happens where the C library
+    has no ``mallopt`` (not glibc).
     """
     libc = ctypes.CDLL(None)
     if hasattr(libc, "mallopt"):
-        libc.mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD in glibc's malloc.h
+        libc.mallopt(-8, MALLOC_ARENAS)   # M_ARENA_MAX in glibc's malloc.h
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
 
 
 def launch(host: str = "127.0.0.1", port: int | None = None, share: bool = False,
@@ -641,8 +642,8 @@ def launch(host: str = "127.0.0.1", port: int | None = None, share: bool = False
     ``Blocks.launch`` (e.g. ``prevent_thread_lock=True``, ``auth=[(user, password)]``).
     Returns the running Blocks.
     """
+    _tune_malloc()
     torch.set_num_threads(TORCH_THREADS)
-    _unmap_large_blocks()
     served = load(model)
     os.environ["GRADIO_TEMP_DIR"] = str(served.out_dir)  # uploads too; read when serving starts
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
