@@ -209,7 +209,7 @@ def _detect_all(todo: list[tuple[str, Path]], workers: int) -> Iterator[tuple[st
 def _detect(finder: faces.FaceFinder, item: tuple[str, Path]) -> tuple[str, Result]:
     sha1, path = item
     try:
-        found = [f for f in finder.find_all(path) if f.blendshapes is not None]
+        found = finder.find_all(path, landmarks_only=True)
     except ImageError as e:  # damaged, truncated or not an image: skipped, not fatal
         return sha1, (NO_FACE, str(e))
     return sha1, (found[0].blendshapes if found else NO_FACE, "")

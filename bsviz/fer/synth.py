@@ -248,11 +248,11 @@ def _render_chunk(rig: Rig, renderer: Renderer, finder: faces.FaceFinder,
         vertices = (vertices - centre) @ pose_matrix(*scenes.pose[i]).T + centre
         image = renderer.render(vertices, "front", colours, lights=scenes.lights(i),
                                 ambient=float(scenes.light[i, 4]))
-        found = [f for f in finder.find_all(image, crop_size=size) if f.blendshapes is not None]
+        found = finder.find_all(image, crop_size=size, landmarks_only=True)
         if found:
             images[i, 0] = np.round(found[0].crop * 255)
             render_scores[i] = found[0].blendshapes
-            on_crop = [f for f in finder.find_all(images[i, 0]) if f.blendshapes is not None]
+            on_crop = finder.find_all(images[i, 0], landmarks_only=True)
             if on_crop:
                 crop_scores[i] = on_crop[0].blendshapes
         bar.update()

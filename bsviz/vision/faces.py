@@ -130,12 +130,14 @@ class FaceFinder:
             self._landmarker = None
 
     def find_all(self, image: ImageSource, crop_size: int = 48, gray: bool = True,
-                 margin: float = 0.1, whole_crops: bool = True) -> list[Face]:
+                 margin: float = 0.1, whole_crops: bool = True,
+                 landmarks_only: bool = False) -> list[Face]:
         """Every face in ``image`` (path, bytes, PIL image or array), largest first; maybe empty.
 
         See ``find`` for the arguments; ``whole_crops``: a small image in which neither the
         landmarker nor the detector finds a face is taken whole as the face crop it is (a
-        dataset's 48 px crop), else it has none (a video frame).
+        dataset's 48 px crop), else it has none (a video frame); ``landmarks_only``: only the
+        faces the landmarker found (no detector box, no whole crop: labelling needs scores).
         """
         rgb = read_rgb(image)
 
@@ -147,7 +149,7 @@ class FaceFinder:
             faces = [self._face(rgb, ((points - [pad, pad, 0]) / scale).astype(np.float32),
                                 scores, crop) for points, scores in self._landmark(canvas)]
             faces.sort(key=lambda f: -f.area)
-            if not faces:
+            if not faces and not landmarks_only:
                 detections = self.detector.detect(canvas)
                 if detections:
                     faces = [self._box_face(rgb, detections[0], crop, scale, pad)]
@@ -159,7 +161,7 @@ class FaceFinder:
             if len(faces) == self.max_faces:
                 break
             face = self._landmark_detection(rgb, detection, crop)
-            if face is None and detection.score >= BOX_ONLY_SCORE:
+            if face is None and detection.score >= BOX_ONLY_SCORE and not landmarks_only:
                 face = self._box_face(rgb, detection, crop)
             if face is not None and not any(_same(face.box, f.box) for f in faces):
                 faces.append(face)
