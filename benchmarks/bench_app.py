@@ -86,14 +86,17 @@ def stages(paths: list[Path], rounds: int) -> None:
         print(f"{name:<34} {percentiles(seconds)}")
 
 
-def serve(model: str | None) -> tuple[str, subprocess.Popen]:
-    """``bsviz app`` on a free localhost port, started and answering."""
+def serve(model: str | None, env: dict[str, str] | None = None, log: Path | None = None
+          ) -> tuple[str, subprocess.Popen]:
+    """``bsviz app`` on a free localhost port, started and answering; its output to ``log``
+    (else discarded). Also used by ``soak_app.py``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "bsviz.ui.cli", "app", "--port", str(port)]
-    process = subprocess.Popen(command + (["--model", model] if model else []),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log or os.devnull, "w") as out:
+        process = subprocess.Popen(command + (["--model", model] if model else []), env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     for _ in range(240):
         try:
@@ -101,10 +104,11 @@ def serve(model: str | None) -> tuple[str, subprocess.Popen]:
             return url, process
         except OSError:
             if process.poll() is not None:
-                sys.exit(f"bench_app: the app exited with status {process.returncode}")
+                sys.exit(f"the app exited with status {process.returncode}"
+                         + (f" (see {log})" if log else ""))
             time.sleep(0.5)
     process.terminate()
-    sys.exit("bench_app: the app did not answer within 2 minutes")
+    sys.exit("the app did not answer within 2 minutes")
 
 
 def analyse(http: httpx.Client, url: str, path: Path) -> None:

@@ -21,19 +21,16 @@ import json
 import os
 import random
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import httpx
 import numpy as np
+from bench_app import serve  # benchmarks/ is on sys.path when run as a script
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -92,28 +89,6 @@ def make_inputs(folder: Path) -> Inputs:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     return Inputs(examples + ck, bad, video)
-
-
-def serve(model: str | None, env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen]:
-    """``bsviz app`` on a free localhost port, started and answering."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "bsviz.ui.cli", "app", "--port", str(port)]
-    with open(log, "w") as out:
-        process = subprocess.Popen(command + (["--model", model] if model else []), env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return url, process
-        except OSError:
-            if process.poll() is not None:
-                sys.exit(f"soak_app: the app exited with status {process.returncode} (see {log})")
-            time.sleep(0.5)
-    process.terminate()
-    sys.exit("soak_app: the app did not answer within 2 minutes")
 
 
 def upload(http: httpx.Client, url: str, path: Path) -> dict:

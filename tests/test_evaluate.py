@@ -65,9 +65,34 @@ def test_blendshape_reference_writes_nothing_into_the_data(tmp_path, tiny_ck, ti
                                          "shape_names": list(rig_names())})
     before = sorted(p.name for p in data.iterdir())
     result = blendshape_reference(data, tiny_ck / "ck.npz", tiny_fer / "fer.npz",
-                                  regressor=tmp_path / "bs.pt", n_folds=2,
-                                  cache_dir=tmp_path / "cache")
+                                  regressor=tmp_path / "bs.pt", n_folds=2)
     assert sorted(p.name for p in data.iterdir()) == before
     assert set(result) == {"ck+ mediapipe", "ck+ regressed", "fer2013 mediapipe",
                            "fer2013 regressed"}
     assert 0 <= result["fer2013 regressed"]["accuracy"] <= 1
+
+
+def test_an_experiment_goes_on_from_its_records_without_runs(tmp_path, tiny_fer):
+    import shutil
+
+    base = TrainConfig(data_dir=str(tiny_fer), labels=str(tiny_fer / "fer.npz"),
+                       out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), **TINY)
+    records = tmp_path / "results"
+    first = fer2013_experiment(base, seeds=[0], fusion_epochs=1, records=records)
+    assert sorted(p.name for p in records.iterdir()) == [
+        "blendshape-seed0.json", "image-seed0.json", "two_stream-seed0.json"]
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone: the committed records only
+    again = fer2013_experiment(base, seeds=[0], fusion_epochs=1, records=records)
+    assert not (tmp_path / "runs" / "image").exists()  # nothing trained again
+    assert again["models"]["two_stream"]["test_accuracy_mean"] == first["models"]["two_stream"][
+        "test_accuracy_mean"]
+    # without the fused run's record its streams' checkpoints are needed: they are retrained,
+    # the same runs (deterministic for a seed)
+    (records / "two_stream-seed0.json").unlink()
+    shutil.rmtree(tmp_path / "runs")
+    third = fer2013_experiment(base, seeds=[0], fusion_epochs=1, records=records)
+    assert (tmp_path / "runs" / "image" / "seed0" / "best.pt").exists()
+    assert third["models"]["image"]["test_accuracy_mean"] == first["models"]["image"][
+        "test_accuracy_mean"]
+    assert third["models"]["two_stream"]["test_accuracy_mean"] == pytest.approx(
+        first["models"]["two_stream"]["test_accuracy_mean"])

@@ -124,3 +124,20 @@ def test_every_face_of_a_group_photo_is_found_largest_first(predictor, shared):
         centres = [((p.face.box[0] + p.face.box[2]) / 2, (p.face.box[1] + p.face.box[3]) / 2)
                    for p in predictions]
         assert any(x0 <= cx <= x1 and y0 <= cy <= y1 for cx, cy in centres)
+
+
+def test_predict_many_is_predict_all_in_order_with_errors_in_place(predictor, shared, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    images = sorted((shared / "data" / "ck+48" / "surprise").glob("*.png"))[:5]
+    inputs = images[:2] + [bad] + images[2:] + [tmp_path / "missing.jpg"]
+    results = list(predictor.predict_many(inputs, ahead=2))
+    assert len(results) == len(inputs)
+    assert isinstance(results[2], Exception) and "broken.png" in str(results[2])
+    assert isinstance(results[-1], Exception)
+    for path, result in zip(inputs, results):
+        if path.exists() and path != bad:
+            alone = predictor.predict_all(path)
+            assert [p.expression for p in result] == [p.expression for p in alone]
+            np.testing.assert_allclose(result[0].probabilities, alone[0].probabilities,
+                                       atol=1e-6)

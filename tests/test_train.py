@@ -134,3 +134,64 @@ def test_torchrun_two_processes_on_cpu(tmp_path, tiny_ck):
     assert result.returncode == 0, result.stderr[-2000:]
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and (out / "best.pt").exists()
+
+
+def test_erase_and_mixup_keep_shapes_ranges_and_label_sums():
+    from bsviz.fer.augment import erase, mixup
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.full((64, 1, 48, 48), 0.5)
+    erased = erase(images, 1.0, gen)
+    changed = (erased != 0.5).flatten(1).float().mean(1)  # share of each image erased
+    assert erased.shape == images.shape and erased.min() >= 0 and erased.max() <= 1
+    assert ((changed > 0.01) & (changed < 0.4)).all()
+    assert torch.equal(erase(images, 0.0, gen), images)
+    labels = torch.arange(64) % 7
+    weights = torch.rand(64, 53)
+    weights[3] = torch.nan
+    _, targets, w = mixup(torch.rand(64, 1, 48, 48), labels, weights, 7, 0.4, gen)
+    torch.testing.assert_close(targets.sum(1), torch.ones(64))
+    assert (targets.max(1).values >= 0.5).all()  # each image mostly itself or its partner
+    assert torch.isnan(w).any(dim=1).sum() in (1, 2)  # the unlabelled row stays unlabelled
+
+
+def test_sgd_ema_recipe_trains_validates_the_average_and_resumes(tmp_path, tiny_ck):
+    recipe = {"kind": "image", "epochs": 2, "optimizer": "sgd", "lr": 0.05, "ema": 0.9,
+              "erasing": 0.25, "mixup": 0.2, "labels": str(tiny_ck / "ck.npz")}
+    full = train(cfg(tmp_path / "a", tiny_ck, **recipe))
+    checkpoint = load_checkpoint(tmp_path / "a" / "run" / "last.pt")
+    averaged, trained = checkpoint["model"], checkpoint["trained"]
+    assert any(not torch.equal(averaged[k], trained[k]) for k in averaged)
+    assert all(r["cpu_seconds"] > 0 for r in full["history"])
+
+    def stop(history):
+        if len(history) == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(tmp_path / "b", tiny_ck, **recipe), on_epoch=stop)
+    resumed = train(cfg(tmp_path / "b", tiny_ck, **recipe, resume=True))
+    assert [h["val_loss"] for h in resumed["history"]] == pytest.approx(
+        [h["val_loss"] for h in full["history"]], rel=1e-5)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="lion")
+
+
+def test_networks_read_the_photo_path_crops_of_the_label_file(tiny_ck):
+    from bsviz.fer.labels import load_labels
+    from bsviz.fer.train import load_data
+    from bsviz.vision.faces import FaceFinder
+
+    config = TrainConfig(dataset="ck+", data_dir=str(tiny_ck), labels=str(tiny_ck / "ck.npz"),
+                         fold=0, n_folds=10)
+    data = load_data(config)
+    labels = load_labels(tiny_ck / "ck.npz")
+    # the first test image, cropped afresh by the finder as `bsviz predict` would crop it
+    from bsviz.fer import data as datasets
+
+    ds = datasets.load_ck(tiny_ck / "ck+48")
+    fold = datasets.subject_folds(ds.subjects, ds.labels, 10, seed=0)[0]
+    with FaceFinder() as finder:
+        crop = finder.find_all(ds.paths[fold.test[0]])[0].crop
+    assert np.abs(data.test.images[0, 0].numpy() - crop).max() <= 0.5 / 255 + 1e-6
+    assert set(labels.found_by.tolist()) <= {"landmarker", "detector", "whole image"}

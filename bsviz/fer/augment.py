@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,3 +33,41 @@ def augment(images: torch.Tensor, weights: torch.Tensor, mirror: list[int],
     brightness = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * 0.1
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
     return ((images - mean) * contrast + mean + brightness).clamp(0, 1), weights
+
+
+def erase(images: torch.Tensor, chance: float, gen: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020): with probability ``chance`` per image, a rectangle of
+    2-33 % of its area, aspect ratio 0.3-3.3, is filled with uniform noise.
+
+    images : (B, 1, H, W) float in [0, 1] -> the same shape
+    """
+    b, _, h, w = images.shape
+    area = (0.02 + torch.rand(b, generator=gen) * 0.31) * h * w
+    aspect = torch.exp((torch.rand(b, generator=gen) * 2 - 1) * math.log(3.3))
+    eh = (area * aspect).sqrt().clamp(1, h)
+    ew = (area / aspect).sqrt().clamp(1, w)
+    y0 = torch.rand(b, generator=gen) * (h - eh)
+    x0 = torch.rand(b, generator=gen) * (w - ew)
+    ys, xs = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+    inside = ((ys >= y0[:, None, None]) & (ys < (y0 + eh)[:, None, None])
+              & (xs >= x0[:, None, None]) & (xs < (x0 + ew)[:, None, None]))
+    inside &= (torch.rand(b, generator=gen) < chance)[:, None, None]
+    noise = torch.rand(images.shape, generator=gen)
+    return torch.where(inside[:, None], noise, images)
+
+
+def mixup(images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, n_classes: int,
+          alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al. 2018): each image blended with another of the batch,
+    x = lam x_i + (1 - lam) x_j with one lam ~ Beta(alpha, alpha) per batch, and so are the
+    class targets and the blendshape weights (a row stays NaN, unlabelled, if either was).
+
+    images : (B, 1, H, W); labels : (B,) int; weights : (B, K)
+    Returns images, soft class targets (B, n_classes) and weights.
+    """
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    other = torch.randperm(len(images), generator=gen)
+    targets = F.one_hot(labels, n_classes).float()
+    mix = lambda t: lam * t + (1 - lam) * t[other]  # noqa: E731
+    return mix(images), mix(targets), mix(weights)

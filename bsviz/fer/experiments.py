@@ -12,56 +12,79 @@ import torch
 
 from bsviz.fer import data as datasets
 from bsviz.fer.checkpoints import load_checkpoint, model_from_checkpoint
+from bsviz.fer.config import TrainConfig
 from bsviz.fer.explain import linear_probe
 from bsviz.fer.labels import load_labels
 from bsviz.fer.reports import confusion_figure, save_figure
 from bsviz.fer.synth import load_synth
-from bsviz.fer.train import TrainConfig, train
+from bsviz.fer.train import train
 from bsviz.files import atomic_path
 
 
-def run_once(cfg: TrainConfig) -> dict:
-    """``train(cfg)``, or the ``result.json`` it left, so an interrupted experiment resumes
-    (a half-finished run continues from its ``last.pt``)."""
-    done = Path(cfg.out_dir) / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    return train(replace(cfg, resume=True))
+def run_once(cfg: TrainConfig, record: Path | None = None, checkpoint: bool = False) -> dict:
+    """``train(cfg)``, unless its result is known: from the ``result.json`` the run left in
+    its ``out_dir``, or from ``record``, its summary kept elsewhere (committed under
+    ``results/``, so an experiment goes on from a fresh clone without ``runs/``). A
+    half-finished run continues from its ``last.pt``. With ``checkpoint`` its ``best.pt`` is
+    needed too (a later run starts from it): a run known only from its record is trained
+    again (the same run: training is deterministic for a seed). The result is written to
+    ``record`` if it is not there yet."""
+    out = Path(cfg.out_dir)
+    known = [p for p in (out / "result.json", record) if p is not None and p.exists()]
+    if known and (not checkpoint or (out / "best.pt").exists()):
+        result = json.loads(known[0].read_text())
+    else:
+        result = train(replace(cfg, resume=True))
+    if record is not None and not record.exists():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps(result, indent=1))
+    return result
 
 
-def fer2013_experiment(base: TrainConfig, seeds: list[int], fusion_epochs: int = 15) -> dict:
+def fer2013_experiment(base: TrainConfig, seeds: list[int], fusion_epochs: int = 15,
+                       records: str | Path | None = None) -> dict:
     """FER2013: per seed, the image stream, the blendshape stream and BlendshapeFERNet
     (initialised from both), each selected on PublicTest and tested once on PrivateTest.
 
-    Runs go to ``<base.out_dir>/{image,blendshape,two_stream}/seed<s>``.
+    Runs go to ``<base.out_dir>/{image,blendshape,two_stream}/seed<s>``; with ``records``
+    each finished run's result is also kept as ``<records>/<kind>-seed<s>.json``, and runs
+    whose record is there are not trained again (``run_once``).
     """
     out, runs = Path(base.out_dir), {"image": [], "blendshape": [], "two_stream": []}
     for seed in seeds:
         common = replace(base, dataset="fer2013", seed=seed)
         paths = {kind: out / kind / f"seed{seed}" for kind in runs}
+        record = {kind: Path(records) / f"{kind}-seed{seed}.json" if records else None
+                  for kind in runs}
+        fused_known = record["two_stream"] is not None and record["two_stream"].exists()
         for kind in ("image", "blendshape"):
-            runs[kind].append(run_once(replace(common, kind=kind, out_dir=str(paths[kind]))))
+            runs[kind].append(run_once(replace(common, kind=kind, out_dir=str(paths[kind])),
+                                       record[kind], checkpoint=not fused_known))
         runs["two_stream"].append(run_once(replace(
             common, kind="two_stream", out_dir=str(paths["two_stream"]), epochs=fusion_epochs,
             init_image=str(paths["image"] / "best.pt"),
-            init_blendshape=str(paths["blendshape"] / "best.pt"))))
+            init_blendshape=str(paths["blendshape"] / "best.pt")), record["two_stream"]))
     return _summarise("fer2013", runs, "seed", seeds, out)
 
 
 def ck_experiment(base: TrainConfig, init_image: str, init_blendshape: str,
-                  folds: list[int] | None = None) -> dict:
+                  folds: list[int] | None = None, records: str | Path | None = None) -> dict:
     """CK+ subject-independent k-fold: image stream and BlendshapeFERNet, both started from
     the FER2013-pretrained streams (standing in for the paper's face-recognition
-    pretraining), fine-tuned and tested on each fold."""
+    pretraining), fine-tuned and tested on each fold. ``records``: as for
+    ``fer2013_experiment`` (``<records>/<kind>-fold<f>.json``)."""
     out, runs = Path(base.out_dir), {"image": [], "two_stream": []}
     folds = list(range(base.n_folds)) if folds is None else folds
     for fold in folds:
         common = replace(base, dataset="ck+", fold=fold, init_image=init_image)
-        runs["image"].append(run_once(replace(common, kind="image",
-                                              out_dir=str(out / "image" / f"fold{fold}"))))
+        record = {kind: Path(records) / f"{kind}-fold{fold}.json" if records else None
+                  for kind in runs}
+        runs["image"].append(run_once(replace(
+            common, kind="image", out_dir=str(out / "image" / f"fold{fold}")), record["image"]))
         runs["two_stream"].append(run_once(replace(
             common, kind="two_stream", init_blendshape=init_blendshape,
-            out_dir=str(out / "two_stream" / f"fold{fold}"))))
+            out_dir=str(out / "two_stream" / f"fold{fold}")), record["two_stream"]))
     return _summarise("ck+", runs, "fold", folds, out)
 
 
@@ -74,6 +97,7 @@ def _summarise(dataset: str, runs: dict[str, list[dict]], key: str, values: list
     """Mean and std of test accuracy / weight MAE per network (faces as given, and with
     test-time flip), summed confusion matrices, and the paired difference two-stream - image
     per run (the paper's ablation)."""
+    out.mkdir(parents=True, exist_ok=True)  # absent when every run was known from its record
     summary: dict = {"dataset": dataset, key + "s": values, "models": {}}
     for kind, results in runs.items():
         model = {"runs": [{key: v, **{m: r.get(m) for m in METRICS},
@@ -102,8 +126,7 @@ def _summarise(dataset: str, runs: dict[str, list[dict]], key: str, values: list
 
 
 def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels: str | Path,
-                         regressor: str | Path | None = None, n_folds: int = 10,
-                         cache_dir: str | Path = "runs/cache") -> dict:
+                         regressor: str | Path | None = None, n_folds: int = 10) -> dict:
     """A linear classifier on blendshape features alone: MediaPipe's 52 scores, and (given a
     blendshape-stream or two-stream checkpoint) our 53 regressed weights, each fitted as a
     ``linear_probe`` (multinomial logistic regression, L2 penalty 1e-3) to the true classes.
@@ -119,9 +142,8 @@ def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels
         labels = load_labels(label_file)
         rows = labels.rows(ds.paths, data_dir / ("ck+48" if name == "ck+" else "fer2013"))
         features = {"mediapipe": (labels.scores[rows], labels.detected[rows])}
-        if regressor is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            regressed = _regress(regressor, datasets.load_images(ds.paths, cache_dir=cache_dir))
+        if regressor is not None:  # on the crops the networks read (the photo path's)
+            regressed = _regress(regressor, labels.crops[rows, None].astype(np.float32) / 255)
             features["regressed"] = (regressed, np.ones(len(ds), bool))
         for feature, (x, ok) in features.items():
             if name == "ck+":

@@ -1,9 +1,12 @@
-"""Dataset pseudo-labels: MediaPipe's blendshape scores for every image of a dataset folder,
-mapped onto the rig's names (``vision.scores``).
+"""Dataset pseudo-labels and network inputs: for every image of a dataset folder, MediaPipe's
+blendshape scores mapped onto the rig's names (``vision.scores``), and the face crop that the
+photo path (``FaceFinder``, as ``bsviz predict`` and the app use it) makes of it.
 
-``label_dataset`` runs the landmarker over a dataset folder, in parallel, cached by
+``label_dataset`` runs the face finder over a dataset folder, in parallel, cached by
 file content (sha1) and resumable, and writes an ``.npz`` plus a ``.json`` summary.
-Images that cannot be read are skipped (no face) and listed, not fatal.
+Images that cannot be read are skipped (no face) and listed, not fatal. Training reads its
+images from the crops (``Labels.crops``), so a face scores the same in ``bsviz eval`` as
+through ``bsviz predict``.
 """
 
 from __future__ import annotations
@@ -27,14 +30,28 @@ from bsviz.assets import landmarker_path
 from bsviz.fer.data import ALIASES, IMAGE_SUFFIXES, DataError
 from bsviz.files import atomic_path, check_writable
 from bsviz.vision import faces
-from bsviz.vision.image import ImageError
+from bsviz.vision.image import ImageError, read_gray
 from bsviz.vision.scores import BLENDSHAPE_NAMES, rig_names, to_ict
 
 NO_FACE = np.full(len(BLENDSHAPE_NAMES), np.nan, np.float32)  # the scores of an image without one
 SHOWN = 5  # unreadable files named in the summary
+CROP_SIZE = 48  # px; the side of the stored face crops, the networks' input
 
-# An image's result: its (52,) scores (``NO_FACE`` if none) and why it cannot be read ('' if it can)
-Result = tuple[np.ndarray, str]
+
+@dataclass
+class Result:
+    """One image's labels: its (52,) MediaPipe scores (``NO_FACE`` without landmarks), its
+    (CROP_SIZE, CROP_SIZE) uint8 face crop, what found the face (``Face.found_by``, '' for
+    none: the crop is then the whole image) and why it cannot be read ('' if it can)."""
+
+    scores: np.ndarray
+    crop: np.ndarray
+    found_by: str
+    error: str = ""
+
+
+def _unreadable(why: str) -> Result:
+    return Result(NO_FACE, np.zeros((CROP_SIZE, CROP_SIZE), np.uint8), "", why)
 
 # --------------------------------------------------------------------------- label files
 
@@ -49,10 +66,14 @@ class Labels:
     paths : (N,) str image paths relative to ``root`` (posix)
     classes : (N,) str each image's class: its folder name, canonical ('angry' -> 'anger')
     hashes : (N,) str sha1 of each file's bytes ('' for a file that cannot be read)
-    detected : (N,) bool a face was found
+    detected : (N,) bool the landmarker found the face (so it has scores and weights)
     scores : (N, 52) float32 MediaPipe scores (``BLENDSHAPE_NAMES``), NaN if not detected
     weights : (N, K) float32 ICT weights (``names``), NaN if not detected
     names : K ICT names
+    crops : (N, S, S) uint8 the photo path's grayscale face crop of each image (eyes level,
+        10 % margin; for a face without landmarks from the detector's box; for a small image
+        where neither finds one, the image itself; zeros for a file that cannot be read)
+    found_by : (N,) str "landmarker", "detector", "whole image", or "" (no face found)
     """
 
     root: Path
@@ -63,6 +84,8 @@ class Labels:
     scores: np.ndarray
     weights: np.ndarray
     names: tuple[str, ...]
+    crops: np.ndarray
+    found_by: np.ndarray
 
     def rows(self, paths: list[Path], root: str | Path | None = None) -> np.ndarray:
         """(M,) int rows of these image files (e.g. a ``data.Dataset``'s paths).
@@ -82,8 +105,12 @@ def load_labels(path: str | Path) -> Labels:
     """Read a label file written by ``label_dataset``."""
     try:
         with np.load(path, allow_pickle=False) as z:
+            if "crops" not in z.files:
+                raise DataError(f"label file {path} has no face crops (made by an older bsviz): "
+                                f"label the dataset again with `bsviz label`")
             return Labels(Path(str(z["root"])), z["paths"], z["classes"], z["hashes"],
-                          z["detected"], z["scores"], z["weights"], tuple(z["names"]))
+                          z["detected"], z["scores"], z["weights"], tuple(z["names"]),
+                          z["crops"], z["found_by"])
     except (OSError, KeyError, ValueError) as e:
         raise DataError(f"cannot read label file {path}: {e}") from None
 
@@ -91,7 +118,7 @@ def load_labels(path: str | Path) -> Labels:
 def label_dataset(data_dir: str | Path, out_path: str | Path, workers: int = 2,
                   progress: bool = True, flush_every: int = 100,
                   flush_seconds: float = 10.0) -> Labels:
-    """Run the landmarker on every image under ``data_dir`` and save the labels.
+    """Run the face finder on every image under ``data_dir`` and save the labels and crops.
 
     Writes ``out_path`` (.npz, see ``Labels``) and a summary next to it (.json),
     both atomically; ``out_path`` is checked first, before any work. Results are cached by
@@ -122,14 +149,15 @@ def label_dataset(data_dir: str | Path, out_path: str | Path, workers: int = 2,
         _label_into(fresh, todo, workers, bar.update, lambda: _write_cache(sidecar, fresh, tag),
                     flush_every, flush_seconds)
     done = cached | fresh
-    results = [done[h] if h else (NO_FACE, why) for h, why in hashed]
-    scores = np.stack([s for s, _ in results]).astype(np.float32)
+    results = [done[h] if h else _unreadable(why) for h, why in hashed]
+    scores = np.stack([r.scores for r in results]).astype(np.float32)
     labels = Labels(root.resolve(), np.array([p.relative_to(root).as_posix() for p in files]),
                     np.array([ALIASES.get(p.parent.name.lower(), p.parent.name.lower())
                               for p in files]),
                     np.array([h for h, _ in hashed]), ~np.isnan(scores[:, 0]), scores,
-                    to_ict(scores), rig_names())
-    _save(labels, out, tag, [why for _, why in results], len(todo))
+                    to_ict(scores), rig_names(), np.stack([r.crop for r in results]),
+                    np.array([r.found_by for r in results]))
+    _save(labels, out, tag, [r.error for r in results], len(todo))
     sidecar.unlink(missing_ok=True)
     return labels
 
@@ -207,12 +235,22 @@ def _detect_all(todo: list[tuple[str, Path]], workers: int) -> Iterator[tuple[st
 
 
 def _detect(finder: faces.FaceFinder, item: tuple[str, Path]) -> tuple[str, Result]:
+    """The largest face of an image as the photo path finds it: its scores and crop."""
     sha1, path = item
     try:
-        found = finder.find_all(path, landmarks_only=True)
+        found = finder.find_all(path, crop_size=CROP_SIZE)
+        if not found:  # a large image without a face: the whole image, as the crop
+            return sha1, Result(NO_FACE, _uint8(read_gray(path, CROP_SIZE)), "")
     except ImageError as e:  # damaged, truncated or not an image: skipped, not fatal
-        return sha1, (NO_FACE, str(e))
-    return sha1, (found[0].blendshapes if found else NO_FACE, "")
+        return sha1, _unreadable(str(e))
+    face = found[0]
+    scores = NO_FACE if face.blendshapes is None else face.blendshapes
+    return sha1, Result(scores, _uint8(face.crop), face.found_by)
+
+
+def _uint8(crop: np.ndarray) -> np.ndarray:
+    """A crop in [0, 1] as uint8, to the nearest level."""
+    return np.round(crop * 255).astype(np.uint8)
 
 
 _worker_finder: faces.FaceFinder | None = None
@@ -220,6 +258,9 @@ _worker_finder: faces.FaceFinder | None = None
 
 def _init_worker() -> None:
     global _worker_finder
+    import torch
+
+    torch.set_num_threads(1)  # the workers are the parallelism; more threads only contend
     _worker_finder = faces.FaceFinder()
 
 
@@ -229,11 +270,13 @@ def _worker_detect(item: tuple[str, Path]) -> tuple[str, Result]:
 
 @cache
 def _cache_tag() -> str:
-    """What cached scores depend on: the landmarker bundle, the small-image preprocessing and
-    the landmarker's window around each detected face."""
+    """What cached results depend on: the landmarker bundle (which holds the detector), the
+    small-image preprocessing, the landmarker's window around each detected face, the
+    detector's thresholds and the crop."""
     model = hashlib.sha1(landmarker_path().read_bytes()).hexdigest()[:16]
     return (f"{model} small={faces.SMALL} upscale={faces.UPSCALE} pad={faces.PAD} "
-            f"window={faces.CONTEXT}x{faces.LANDMARKER_SIDE}")
+            f"window={faces.CONTEXT}x{faces.LANDMARKER_SIDE} box_only={faces.BOX_ONLY_SCORE} "
+            f"min_face={faces.MIN_FACE} crop={CROP_SIZE}")
 
 
 def _read_cache(path: Path, tag: str) -> dict[str, Result]:
@@ -244,19 +287,23 @@ def _read_cache(path: Path, tag: str) -> dict[str, Result]:
         with np.load(path, allow_pickle=False) as z:
             if str(z["tag"]) != tag:
                 return {}
-            hashes = z["hashes"].tolist()
-            errors = z["errors"].tolist() if "errors" in z.files else [""] * len(hashes)
-            return {h: (s, e) for h, s, e in zip(hashes, z["scores"], errors) if h}
+            return {h: Result(s, c, f, e) for h, s, c, f, e in zip(
+                z["hashes"].tolist(), z["scores"], z["crops"], z["found_by"].tolist(),
+                z["errors"].tolist()) if h}
     except (OSError, KeyError, ValueError):
         return {}  # an unreadable cache is recomputed, not fatal
 
 
 def _write_cache(path: Path, done: dict[str, Result], tag: str) -> None:
-    scores = np.array([s for s, _ in done.values()], np.float32)
+    results = list(done.values())
+    scores = np.array([r.scores for r in results], np.float32)
+    crops = np.array([r.crop for r in results], np.uint8)
     with atomic_path(path) as tmp:
         np.savez(tmp, tag=tag, hashes=np.array(list(done), dtype=str),
                  scores=scores.reshape(len(done), len(BLENDSHAPE_NAMES)),
-                 errors=np.array([e for _, e in done.values()], dtype=str))
+                 crops=crops.reshape(len(done), CROP_SIZE, CROP_SIZE),
+                 found_by=np.array([r.found_by for r in results], dtype=str),
+                 errors=np.array([r.error for r in results], dtype=str))
 
 
 def _save(labels: Labels, out: Path, tag: str, errors: list[str], n_new: int) -> None:
@@ -267,6 +314,7 @@ def _save(labels: Labels, out: Path, tag: str, errors: list[str], n_new: int) ->
                             classes=labels.classes, hashes=labels.hashes,
                             detected=labels.detected, scores=labels.scores,
                             weights=labels.weights, names=np.array(labels.names),
+                            crops=labels.crops, found_by=labels.found_by,
                             score_names=np.array(BLENDSHAPE_NAMES),
                             errors=np.array(errors, dtype=str))
     means = class_means(labels)
@@ -275,6 +323,8 @@ def _save(labels: Labels, out: Path, tag: str, errors: list[str], n_new: int) ->
         "root": str(labels.root), "images": len(labels.paths),
         "detected": int(labels.detected.sum()),
         "detection_rate": round(float(labels.detected.mean()), 4),
+        "found_by": {k or "none": int((labels.found_by == k).sum()) for k in
+                     ("landmarker", "detector", "whole image", "")},
         "labelled_now": n_new,
         "unreadable": len(unreadable),
         "unreadable_first": dict(list(unreadable.items())[:SHOWN]),

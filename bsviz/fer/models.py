@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bsviz.fer.config import KINDS
+
 
 @dataclass
 class StreamConfig:
@@ -148,12 +150,11 @@ class BlendshapeFERNet(nn.Module):
 
 
 Network = Stream | BlendshapeFERNet
-KINDS = ("image", "blendshape", "two_stream")
 
 
 def build_network(kind: str, n_classes: int = 7, n_shapes: int = 53, **size) -> Network:
     """A new network of ``kind`` (image | blendshape | two_stream); ``size`` sets each stream's
-    ``widths`` and ``feature_dim``."""
+    ``widths``, ``pool_after`` and ``feature_dim``."""
     image = image_stream_config(n_classes, **size)
     blendshape = blendshape_stream_config(n_shapes, **size)
     if kind not in KINDS:

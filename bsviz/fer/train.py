@@ -12,6 +12,11 @@ One function serves the CLI (``bsviz train``), the notebooks and ``torchrun``:
   streams, initialised from their own checkpoints, held still for ``freeze_epochs`` epochs
   while the random fusion layer learns (so it cannot wreck the pretrained features), then
   fine-tuned with everything at ``finetune_lr``;
+* the networks read the photo path's face crops from the label file (``labels.Labels.crops``),
+  so a face scores in ``bsviz eval`` as it does through ``bsviz predict``;
+* the recipe: AdamW or SGD-Nesterov, warm-up then cosine decay, label smoothing, flips and
+  small affine jitter, optionally mixup, random erasing and an exponential moving average of
+  the weights (which is then what is validated, checkpointed and tested);
 * bf16 autocast on CUDA and on CPUs with AVX512-BF16; checkpoints written atomically
   every epoch (``last.pt``, and ``best.pt`` on a better validation score) with config,
   class names and shape names inside; ``resume`` continues from ``last.pt``, losing at
@@ -22,6 +27,7 @@ One function serves the CLI (``bsviz train``), the notebooks and ``torchrun``:
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -37,62 +43,19 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from bsviz.fer import data as datasets
-from bsviz.fer.augment import augment
+from bsviz.fer.augment import augment, erase, mixup
 from bsviz.fer.checkpoints import (
     CheckpointError,
     init_stream,
     load_checkpoint,
     save_checkpoint,
 )
+from bsviz.fer.config import RESUMABLE_CHANGES, TrainConfig
 from bsviz.fer.labels import load_labels
-from bsviz.fer.models import KINDS, Network, build_network, training_loss
+from bsviz.fer.models import Network, build_network, training_loss
 from bsviz.fer.reports import confusion_matrix, plot_run
 from bsviz.files import atomic_path
 from bsviz.rig.rig import load_rig, mirror_permutation
-
-# Fields a resumed run may change: where things are and how they are shown, and the epoch count.
-RESUMABLE_CHANGES = ("data_dir", "out_dir", "cache_dir", "resume", "progress", "epochs", "device")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on; saved in every checkpoint."""
-
-    kind: str = "image"                  # image | blendshape | two_stream
-    dataset: str = "fer2013"             # fer2013 | ck+
-    data_dir: str | None = None          # holds fer2013/ and ck+48/ (required to train)
-    labels: str | None = None            # blendshape label file (bsviz label) for the dataset
-    out_dir: str = "runs/train"
-    cache_dir: str = "runs/cache"        # decoded images, shared by runs on the same data
-    fold: int = 0                        # CK+: which subject-independent fold is the test set
-    n_folds: int = 10
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    blendshape_loss_weight: float = 1.0  # two-stream: weight of the auxiliary L2 loss
-    init_image: str | None = None        # checkpoints to start the streams from
-    init_blendshape: str | None = None
-    freeze_epochs: int = 3               # two-stream: epochs training only the fusion layer
-    finetune_lr: float = 3e-4            # two-stream: learning rate once unfrozen
-    augment: bool = True
-    widths: tuple[int, ...] = (32, 32, 64, 64, 128, 128, 256)
-    feature_dim: int = 256
-    seed: int = 0
-    device: str = "auto"                 # auto | cpu | cuda
-    amp: str = "auto"                    # auto | bf16 | off
-    resume: bool = False
-    progress: bool = True
-    limit: int | None = None             # use only this many training images, classes in proportion
-
-    def __post_init__(self) -> None:
-        self.widths = tuple(self.widths)
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.dataset not in ("fer2013", "ck+"):
-            raise ValueError(f"dataset must be 'fer2013' or 'ck+', got {self.dataset!r}")
 
 
 @dataclass
@@ -144,9 +107,12 @@ def load_data(cfg: TrainConfig) -> Data:
     else:
         raise ValueError(f"a {cfg.kind} model needs blendshape labels: pass labels=FILE "
                          f"(made by `bsviz label --data-dir {root}`)")
-    Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
     keep = np.concatenate(parts)
-    images = datasets.load_images([ds.paths[i] for i in keep], cache_dir=cfg.cache_dir)
+    if cfg.labels:  # the photo path's crops
+        images = labels.crops[rows[keep], None].astype(np.float32) / 255
+    else:
+        Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
+        images = datasets.load_images([ds.paths[i] for i in keep], cache_dir=cfg.cache_dir)
     where = {i: j for j, i in enumerate(keep)}
 
     def split(idx: np.ndarray) -> Split:
@@ -160,7 +126,7 @@ def load_data(cfg: TrainConfig) -> Data:
 def build_model(cfg: TrainConfig, classes: tuple[str, ...], n_shapes: int) -> Network:
     """The network ``cfg.kind`` names, its streams initialised from ``cfg.init_*`` if given."""
     model = build_network(cfg.kind, len(classes), n_shapes, widths=cfg.widths,
-                          feature_dim=cfg.feature_dim)
+                          pool_after=cfg.pool_after, feature_dim=cfg.feature_dim)
     for kind, stream in model.streams().items():
         path = cfg.init_image if kind == "image" else cfg.init_blendshape
         if path:
@@ -255,7 +221,7 @@ def learning_rate(cfg: TrainConfig, epoch: float, pretrained: bool) -> float:
 
 
 def param_groups(model: Network, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on weights, none on biases and norms; the groups of the
+    """Optimizer groups: weight decay on weights, none on biases and norms; the groups of the
     network's ``pretrained()`` parts are marked ``pretrained`` (held still at first)."""
     held = {id(p) for part in model.pretrained() for p in part.parameters()}
     groups = []
@@ -267,6 +233,25 @@ def param_groups(model: Network, weight_decay: float) -> list[dict]:
                 groups.append({"params": params, "pretrained": pretrained,
                                "weight_decay": weight_decay if decay else 0.0})
     return groups
+
+
+def make_optimizer(cfg: TrainConfig, model: Network) -> torch.optim.Optimizer:
+    """AdamW, or SGD with Nesterov momentum 0.9, over ``param_groups``."""
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+@torch.no_grad()
+def update_average(average: Network, model: Network, decay: float) -> None:
+    """average <- decay average + (1 - decay) model, over the parameters and the floating
+    buffers (BatchNorm statistics); integer buffers are copied."""
+    for a, m in zip(average.state_dict().values(), model.state_dict().values()):
+        if a.is_floating_point():
+            a.lerp_(m, 1 - decay)
+        else:
+            a.copy_(m)
 
 
 def train(cfg: TrainConfig, on_epoch: Callable[[list[dict]], None] | None = None) -> dict:
@@ -303,11 +288,15 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int,
     torch.manual_seed(cfg.seed)
     net = build_model(cfg, data.classes, len(data.shape_names))
     net = net.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr)
+    optimizer = make_optimizer(cfg, net)
+    # with ``cfg.ema`` the moving average is the network that is validated, saved and tested
+    average = copy.deepcopy(net) if cfg.ema else None
+    evaluated = average if average is not None else net
     history, start_epoch, best = [], 0, -math.inf
     if cfg.resume and (out_dir / "last.pt").exists():
         checkpoint = _resumable(out_dir / "last.pt", cfg)
-        net.load_state_dict(checkpoint["model"])
+        net.load_state_dict(checkpoint.get("trained", checkpoint["model"]))
+        evaluated.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         history, start_epoch, best = checkpoint["history"], checkpoint["epoch"] + 1, checkpoint["best"]
     model = net if world == 1 else torch.nn.parallel.DistributedDataParallel(
@@ -326,7 +315,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int,
         model.train()
         for part in pretrained if held else ():
             part.eval()  # BatchNorm statistics kept as pretrained
-        started, seen, loss_sum = time.time(), 0, 0.0
+        started, cpu_started, seen, loss_sum = time.time(), time.process_time(), 0, 0.0
         bar = tqdm(range(steps), desc=f"{cfg.kind} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and lead), leave=False)
         for step in bar:
@@ -334,6 +323,10 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int,
             x, y, w = data.train.images[batch], data.train.labels[batch], data.train.weights[batch]
             if cfg.augment:
                 x, w = augment(x, w, data.mirror, gen)
+            if cfg.erasing:
+                x = erase(x, cfg.erasing, gen)
+            if cfg.mixup and net.kind != "blendshape":
+                x, y, w = mixup(x, y, w, len(data.classes), cfg.mixup, gen)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             y, w = y.to(device), w.to(device)
             lr = learning_rate(cfg, epoch + step / steps, bool(pretrained))
@@ -345,21 +338,27 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                update_average(average, net, cfg.ema)
             loss_sum += loss.item() * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
 
         # validate, keep the best, checkpoint every epoch
-        val = evaluate(net, data.val, cfg)
+        seconds = time.time() - started
+        val = evaluate(evaluated, data.val, cfg)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val.loss,
                "val_accuracy": val.accuracy, "val_mae": val.mae,
                "lr": learning_rate(cfg, epoch + 1 - 1e-9, bool(pretrained)),
-               "seconds": time.time() - started,
-               "images_per_s": seen * world / (time.time() - started)}
+               "seconds": seconds, "images_per_s": seen * world / seconds,
+               "cpu_seconds": time.process_time() - cpu_started}  # this process, with validation
         history.append(row)
         if lead:
-            checkpoint = {**meta, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                          "epoch": epoch, "history": history, "best": max(best, val.score)}
+            checkpoint = {**meta, "model": evaluated.state_dict(),
+                          "optimizer": optimizer.state_dict(), "epoch": epoch,
+                          "history": history, "best": max(best, val.score)}
+            if average is not None:
+                checkpoint["trained"] = net.state_dict()  # what training goes on from
             if val.score > best:
                 best = val.score
                 save_checkpoint(out_dir / "best.pt", checkpoint)
@@ -372,7 +371,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int,
 
     result = {"config": asdict(cfg), "classes": list(data.classes), "history": history}
     if lead:
-        result.update(_final_test(cfg, net, data, out_dir))
+        result.update(_final_test(cfg, evaluated, data, out_dir))
     return result
 
 

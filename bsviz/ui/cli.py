@@ -184,9 +184,12 @@ def cmd_label(args) -> None:
               file=sys.stderr)
         raise SystemExit(130) from None
     summary = json.loads(Path(args.out).with_suffix(".json").read_text())
+    found = summary["found_by"]
     print(f"wrote {args.out}: {int(labels.detected.sum())} of {len(labels.paths)} images "
-          f"with a face ({labels.detected.mean():.1%}); {summary['labelled_now']} labelled in "
-          "this run, the rest cached")
+          f"with landmarks and scores ({labels.detected.mean():.1%}), "
+          f"{found['detector']} more faces found by the detector and {found['whole image']} "
+          f"small images taken whole as their face crop; {summary['labelled_now']} labelled "
+          "in this run, the rest cached")
     if summary["unreadable"]:
         first = summary["unreadable_first"]
         print(f"skipped {summary['unreadable']} unreadable files (counted as without a face): "
@@ -218,7 +221,7 @@ def train_config(args, fixed: tuple[str, ...] = ()):
     ``fixed`` fields are the command's to set, and refused in the file."""
     from dataclasses import fields
 
-    from bsviz.fer.train import TrainConfig
+    from bsviz.fer.config import TrainConfig
 
     values: dict = {}
     if args.config:
@@ -242,7 +245,7 @@ def _add_config_flags(p: argparse.ArgumentParser, fixed: tuple[str, ...] = ()) -
     ``fixed`` ones, which the command sets itself."""
     from dataclasses import MISSING, fields
 
-    from bsviz.fer.train import TrainConfig
+    from bsviz.fer.config import TrainConfig
 
     def parse_bool(text: str) -> bool:
         if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
@@ -297,7 +300,6 @@ def cmd_predict(args) -> int:
     from tqdm import tqdm
 
     from bsviz.fer.predict import Predictor
-    from bsviz.vision.image import ImageError
 
     paths = image_paths(args.images)
     if args.mesh and len(paths) != 1:
@@ -306,10 +308,9 @@ def cmd_predict(args) -> int:
     with Predictor(args.model, flip=args.flip) as predictor, \
             tqdm(paths, desc="predict", unit="image", file=sys.stderr,
                  disable=len(paths) < 10, leave=False) as bar:
-        for path in bar:
-            try:
-                predictions = predictor.predict_all(path)
-            except (ImageError, OSError) as e:
+        for path, predictions in zip(bar, predictor.predict_many(paths)):
+            if isinstance(predictions, Exception):
+                e, predictions = predictions, []
                 failed += 1
                 bar.write(json.dumps({"path": str(path), "error": str(e)}) if args.json
                           else f"{path}: error: {e}", file=sys.stdout)
@@ -366,6 +367,8 @@ def _write_face(args, prediction) -> None:
 FER_FIXED = ("kind", "dataset", "seed", "fold", "n_folds", "resume", "init_image",
              "init_blendshape")
 CK_FIXED = ("kind", "dataset", "fold", "resume", "init_image", "init_blendshape")
+RECORDS_HELP = ("a folder (e.g. results/runs/fer2013, committed) for each finished run's result; "
+                "runs whose result is there are not trained again")
 
 
 def cmd_eval(args) -> None:
@@ -374,8 +377,7 @@ def cmd_eval(args) -> None:
 
     if args.experiment == "reference":
         summary = experiments.blendshape_reference(
-            args.data_dir, args.ck_labels, args.fer_labels, args.regressor,
-            cache_dir=args.cache_dir)
+            args.data_dir, args.ck_labels, args.fer_labels, args.regressor)
         from bsviz.files import atomic_path
 
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
@@ -385,11 +387,11 @@ def cmd_eval(args) -> None:
         return
     if args.experiment == "fer2013":
         summary = experiments.fer2013_experiment(train_config(args, FER_FIXED), args.seeds,
-                                                 args.fusion_epochs)
+                                                 args.fusion_epochs, args.records)
     else:
         cfg = train_config(args, CK_FIXED)
         summary = experiments.ck_experiment(cfg, args.init_image, args.init_blendshape,
-                                            args.folds)
+                                            args.folds, args.records)
     print(reports.format_summary(summary))
 
 
@@ -534,12 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = experiment.add_parser("fer2013", help="image, blendshape and two-stream networks per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fusion-epochs", type=int, default=15, help="two-stream epochs")
+    p.add_argument("--records", help=RECORDS_HELP)
     p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
     _add_config_flags(p, FER_FIXED)
     p.set_defaults(func=cmd_eval)
     p = experiment.add_parser("ck+", help="image and two-stream networks per subject-independent "
                                           "fold, started from FER2013 streams")
     p.add_argument("--folds", type=int, nargs="+", help="folds (default: all)")
+    p.add_argument("--records", help=RECORDS_HELP)
     p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
     _add_config_flags(p, CK_FIXED)
     for stream in ("image", "blendshape"):
@@ -552,7 +556,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fer-labels", default="runs/labels/fer2013.npz", help="FER2013 labels")
     p.add_argument("--regressor", help="a checkpoint whose blendshape stream to use as well")
     p.add_argument("--out-dir", default="runs/reference", help="where reference.json goes")
-    p.add_argument("--cache-dir", default="runs/cache", help="decoded images")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="expression and blendshape weights of every face in photos")

@@ -87,7 +87,8 @@ class BlazeFace(nn.Module):
                 weight, bias = net.getLayer(name).blobs
                 conv.weight.copy_(torch.from_numpy(weight).reshape(conv.weight.shape))
                 conv.bias.copy_(torch.from_numpy(bias).reshape(-1))
-        return model.eval()
+        # channels-last: oneDNN runs the depthwise convolutions about twice as fast so
+        return model.eval().to(memory_format=torch.channels_last)
 
 
 @dataclass
@@ -139,7 +140,7 @@ class FaceDetector:
             rgb, (w, h), interpolation=cv2.INTER_AREA)
         ph, pw = max(128, -(-h // 16) * 16), max(128, -(-w // 16) * 16)
         image = cv2.copyMakeBorder(image, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT, value=0)
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1  # NHWC memory
         s8, b8, s16, b16 = self.net(x)
         boxes, scores, points = [], [], []
         for logits, raw, stride in ((s8, b8, 8), (s16, b16, 16)):
