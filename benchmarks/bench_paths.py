@@ -42,7 +42,7 @@ def main() -> None:
     paths = [test.paths[i] for i in index]
     truth = test.labels[index]
     labels = load_labels(args.labels)
-    crops = labels.crops[labels.rows(paths, root)].astype(np.float32) / 255
+    crops = labels.images(paths, root)[:, 0]
 
     predictor = Predictor(args.model, fit=False)
     names = list(predictor.classes)

@@ -319,7 +319,8 @@ def test_browser_upload_edit_and_bad_file(server, shared, tmp_path):
             page.goto(url)
             upload = page.locator("#upload input[type=file]")
             upload.set_input_files(shared / "data" / HAPPY)
-            page.wait_for_function("document.querySelector('#status textarea').value !== ''")
+            # the status box may not be there yet on a busy machine: wait for it, then its text
+            page.wait_for_function("document.querySelector('#status textarea')?.value > ''")
             shown = page.locator("#expression [data-testid=label-output-value]").inner_text()
             if model_path().exists():
                 assert shown == "happy"
@@ -342,8 +343,8 @@ def test_browser_upload_edit_and_bad_file(server, shared, tmp_path):
             page.mouse.down()
             page.mouse.move(box["x"] + box["width"] - 1, box["y"] + box["height"] / 2, steps=5)
             page.mouse.up()
-            page.wait_for_function(
-                f"document.querySelector('[data-testid=model3d-download-link]').href != '{first}'")
+            page.wait_for_function("(document.querySelector('[data-testid=model3d-download-link]')"
+                                   f"?.href ?? '{first}') != '{first}'")
             assert slider.input_value() == "1"
             time.sleep(1)  # let the viewer draw the new model
             pixels = np.asarray(Image.open(io.BytesIO(canvas.screenshot())))
@@ -356,8 +357,8 @@ def test_browser_upload_edit_and_bad_file(server, shared, tmp_path):
             text.write_text("not a photo\n")
             page.locator("#upload button[aria-label='Clear']").click()
             upload.set_input_files(text)
-            page.wait_for_function("document.querySelector('#status textarea').value"
-                                   ".startsWith('Error: notes.txt is not an image file')")
+            page.wait_for_function("document.querySelector('#status textarea')?.value"
+                                   "?.startsWith('Error: notes.txt is not an image file')")
             page.get_by_text("notes.txt is not an image file").first.wait_for()  # the toast
             page.screenshot(path=ARTIFACTS / "app_bad_file.png")
         finally:

@@ -41,6 +41,7 @@ class TrainConfig:
     mixup: float = 0.0                   # Beta(a, a) mixing of image pairs and their labels; 0: off
     erasing: float = 0.0                 # chance of erasing a random rectangle of an image
     ema: float = 0.0                     # per-step decay of the weights' moving average; 0: off
+    #                                      (at step t it is min(ema, (1 + t) / (10 + t)))
     blendshape_loss_weight: float = 1.0  # two-stream: weight of the auxiliary L2 loss
     init_image: str | None = None        # checkpoints to start the streams from
     init_blendshape: str | None = None

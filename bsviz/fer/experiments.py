@@ -140,10 +140,11 @@ def blendshape_reference(data_dir: str | Path, ck_labels: str | Path, fer_labels
     out: dict = {}
     for name, ds, label_file in (("ck+", ck, ck_labels), ("fer2013", fer, fer_labels)):
         labels = load_labels(label_file)
-        rows = labels.rows(ds.paths, data_dir / ("ck+48" if name == "ck+" else "fer2013"))
+        folder = "ck+48" if name == "ck+" else "fer2013"
+        rows = labels.rows(ds.paths, data_dir / folder)
         features = {"mediapipe": (labels.scores[rows], labels.detected[rows])}
         if regressor is not None:  # on the crops the networks read (the photo path's)
-            regressed = _regress(regressor, labels.crops[rows, None].astype(np.float32) / 255)
+            regressed = _regress(regressor, labels.images(ds.paths, data_dir / folder))
             features["regressed"] = (regressed, np.ones(len(ds), bool))
         for feature, (x, ok) in features.items():
             if name == "ck+":

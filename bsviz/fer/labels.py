@@ -100,6 +100,11 @@ class Labels:
             raise DataError(f"{len(missing)} images have no labels, e.g. {root / missing[0]}")
         return np.array([row[k] for k in keys], dtype=np.int64)
 
+    def images(self, paths: list[Path], root: str | Path | None = None) -> np.ndarray:
+        """(M, 1, S, S) float32 in [0, 1]: the networks' input for these image files, their
+        stored crops (``root`` as for ``rows``)."""
+        return self.crops[self.rows(paths, root), None].astype(np.float32) / 255
+
 
 def load_labels(path: str | Path) -> Labels:
     """Read a label file written by ``label_dataset``."""

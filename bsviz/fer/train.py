@@ -109,7 +109,7 @@ def load_data(cfg: TrainConfig) -> Data:
                          f"(made by `bsviz label --data-dir {root}`)")
     keep = np.concatenate(parts)
     if cfg.labels:  # the photo path's crops
-        images = labels.crops[rows[keep], None].astype(np.float32) / 255
+        images = labels.images([ds.paths[i] for i in keep], root)
     else:
         Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
         images = datasets.load_images([ds.paths[i] for i in keep], cache_dir=cfg.cache_dir)
@@ -338,8 +338,9 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if average is not None:
-                update_average(average, net, cfg.ema)
+            if average is not None:  # the decay warms up, or early epochs' average is the init
+                t = epoch * steps + step
+                update_average(average, net, min(cfg.ema, (1 + t) / (10 + t)))
             loss_sum += loss.item() * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
