@@ -37,8 +37,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
                   "affine jitter; 10 epochs"), {"epochs": 10}),
     "sgd-ema": ("SGD-Nesterov 0.05, random erasing 0.25, EMA 0.999 of the weights; 10 epochs",
                 {**SGD_EMA, "epochs": 10}),
-    "early-pool": (("sgd-ema with pooling after convolutions 1, 2, 4, 6 (half the FLOPs); "
-                    "20 epochs"), {**SGD_EMA, "pool_after": (0, 1, 3, 5), "epochs": 20}),
+    "early-pool": (("the baseline with pooling after convolutions 1, 2, 4, 6 (half the "
+                    "FLOPs); 20 epochs"), {"pool_after": (0, 1, 3, 5), "epochs": 20}),
+    "adamw-ema": ("the baseline with an EMA 0.998 of the weights; 10 epochs",
+                  {"ema": 0.998, "epochs": 10}),
     "sgd-ema-mixup": ("sgd-ema with mixup 0.2; 10 epochs", {**SGD_EMA, "mixup": 0.2,
                                                              "epochs": 10}),
     "wide": ("the defaults with twice the widths (64-512) and 512 features; 10 epochs",
