@@ -239,3 +239,16 @@ def test_unreadable_images_are_skipped_listed_and_not_fatal_again(tiny, tmp_path
     result = labels.load_labels(out)
     skipped = np.isin(result.paths, ["angry/notes.png", "happy/truncated.png"])
     assert not result.detected[skipped].any() and result.detected[~skipped].all()
+
+
+def test_a_label_file_without_crops_asks_for_relabelling(tmp_path, tiny):
+    out = tmp_path / "labels.npz"
+    labels.label_dataset(tiny, out, workers=1, progress=False)
+    with np.load(out) as z:  # as an older bsviz wrote it: no crops, no found_by
+        old = {k: z[k] for k in z.files if k not in ("crops", "found_by")}
+    np.savez(tmp_path / "old.npz", **old)
+    with pytest.raises(data.DataError, match=r"^label file .*old.npz has no face crops .*bsviz label"):
+        labels.load_labels(tmp_path / "old.npz")
+    again = labels.load_labels(out)
+    assert again.crops.shape == (len(again.paths), labels.CROP_SIZE, labels.CROP_SIZE)
+    assert again.crops.dtype == np.uint8 and again.crops.max() > 100

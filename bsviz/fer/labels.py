@@ -116,6 +116,8 @@ def load_labels(path: str | Path) -> Labels:
             return Labels(Path(str(z["root"])), z["paths"], z["classes"], z["hashes"],
                           z["detected"], z["scores"], z["weights"], tuple(z["names"]),
                           z["crops"], z["found_by"])
+    except DataError:
+        raise
     except (OSError, KeyError, ValueError) as e:
         raise DataError(f"cannot read label file {path}: {e}") from None
 
