@@ -247,7 +247,9 @@ def make_optimizer(cfg: TrainConfig, model: Network) -> torch.optim.Optimizer:
 def update_average(average: Network, model: Network, decay: float) -> None:
     """average <- decay average + (1 - decay) model, over the parameters and the floating
     buffers (BatchNorm statistics); integer buffers are copied."""
-    for a, m in zip(average.state_dict().values(), model.state_dict().values()):
+    # parameters() and buffers(), not state_dict(): no dict built at every step
+    for a, m in zip([*average.parameters(), *average.buffers()],
+                    [*model.parameters(), *model.buffers()]):
         if a.is_floating_point():
             a.lerp_(m, 1 - decay)
         else:
