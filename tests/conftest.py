@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bsviz.rig.rig import Rig, load_rig
@@ -28,8 +29,6 @@ def rig() -> Rig:
 
 def obj_vertices(path: Path):
     """The ``v`` lines of an OBJ in file order, parsed independently of bsviz."""
-    import numpy as np
-
     with open(path) as f:
         return np.array([line.split()[1:4] for line in f if line.startswith("v ")], np.float64)
 
@@ -66,3 +65,58 @@ def tiny_fer(shared, tmp_path_factory):
                     shutil.copy(image, root / "fer2013" / split / folder.name)
     label_dataset(root / "fer2013", root / "fer.npz", workers=1, progress=False)
     return root
+
+
+def synth_file(path, names, n=20, seed=0):
+    """A synth.npz as ``bsviz synth`` writes it, with random crops and weights."""
+    from bsviz.fer.synth import SynthSet
+
+    rng = np.random.default_rng(seed)
+    k = len(names)
+    synth = SynthSet(images=rng.integers(0, 256, (n, 1, 48, 48), dtype=np.uint8),
+                     weights=rng.random((n, k), dtype=np.float32),
+                     identity=np.zeros((n, 10), np.float32), pose=np.zeros((n, 3), np.float32),
+                     light=np.zeros((n, 5), np.float32),
+                     mediapipe_weights=rng.random((n, k), dtype=np.float32),
+                     render_mediapipe_weights=rng.random((n, k), dtype=np.float32),
+                     index=np.arange(n), names=tuple(names))
+    np.savez(path, **{f: v for f, v in vars(synth).items() if f != "names"},
+             names=np.array(names))
+    return synth
+
+
+GLTF_COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16,
+                   5125: np.uint32, 5126: np.float32}
+
+
+def gltf_array(gltf, blob, index):
+    """Decode an accessor (dense of any component type, strided, normalized; or sparse float)
+    with pygltflib's parsed JSON, independently."""
+    acc = gltf.accessors[index]
+    width = {"SCALAR": 1, "VEC3": 3}[acc.type]
+    out = np.zeros((acc.count, width), np.float64)
+    if acc.bufferView is not None:
+        view = gltf.bufferViews[acc.bufferView]
+        dtype = np.dtype(GLTF_COMPONENTS[acc.componentType])
+        stride = view.byteStride or dtype.itemsize * width
+        rows = np.frombuffer(blob, np.uint8, acc.count * stride, view.byteOffset).reshape(-1, stride)
+        out[:] = rows[:, :dtype.itemsize * width].copy().view(dtype)
+        if acc.normalized:  # glTF: c / max, and at least -1 for signed types
+            out = np.maximum(out / np.iinfo(dtype).max, -1)
+    if acc.sparse:
+        iv, vv = gltf.bufferViews[acc.sparse.indices.bufferView], gltf.bufferViews[acc.sparse.values.bufferView]
+        idx = np.frombuffer(blob, np.uint32, acc.sparse.count, iv.byteOffset)
+        out[idx] = np.frombuffer(blob, np.float32, acc.sparse.count * width, vv.byteOffset).reshape(-1, width)
+    return out
+
+
+def compact_glb_vertices(path):
+    """(rig vertex ids (N,), their positions (N, 3) in the rig's centimetres) of a compact GLB
+    (``save_mesh(..., compact=True)``), decoded with pygltflib, independently of bsviz."""
+    import pygltflib
+
+    gltf = pygltflib.GLTF2().load(str(path))
+    mesh, node = gltf.meshes[0], gltf.nodes[0]
+    ids = np.concatenate([np.arange(a, b) for a, b in mesh.extras["rigVertices"]])
+    metres = gltf_array(gltf, gltf.binary_blob(), mesh.primitives[0].attributes.POSITION)
+    return ids, (metres * node.scale + node.translation) * 100

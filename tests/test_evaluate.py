@@ -96,3 +96,34 @@ def test_an_experiment_goes_on_from_its_records_without_runs(tmp_path, tiny_fer)
         "test_accuracy_mean"]
     assert third["models"]["two_stream"]["test_accuracy_mean"] == pytest.approx(
         first["models"]["two_stream"]["test_accuracy_mean"])
+
+
+def test_eval_synthetic_writes_each_checkpoints_error(tmp_path, tiny_ck, rig):
+    """`bsviz eval synthetic CKPT --synth FILE`: the stream's MAE against the exact weights,
+    MediaPipe's and a constant guess's, computed here independently."""
+    from conftest import synth_file
+
+    from bsviz.fer.checkpoints import load_checkpoint, model_from_checkpoint
+    from bsviz.fer.train import train
+    from bsviz.ui.cli import main
+
+    run = TrainConfig(kind="blendshape", dataset="ck+", data_dir=str(tiny_ck),
+                      labels=str(tiny_ck / "ck.npz"), out_dir=str(tmp_path / "bs"),
+                      cache_dir=str(tmp_path / "cache"), **TINY)
+    train(run)
+    synth = synth_file(tmp_path / "synth.npz", rig.names, n=12)
+    model = str(tmp_path / "bs" / "best.pt")
+    main(["eval", "synthetic", model, "--synth", str(tmp_path / "synth.npz"),
+          "--out", str(tmp_path / "out" / "mae.json")])
+    saved = json.loads((tmp_path / "out" / "mae.json").read_text())[model]
+    net = model_from_checkpoint(load_checkpoint(model)).float().eval()
+    import torch
+
+    with torch.no_grad():
+        ours = net.streams()["blendshape"](torch.from_numpy(synth.images / 255).float()).weights
+    assert saved["n"] == 12
+    assert saved["ours"] == pytest.approx(float(np.abs(ours.numpy() - synth.weights).mean()), rel=1e-5)
+    assert saved["mediapipe"] == pytest.approx(
+        float(np.abs(synth.mediapipe_weights - synth.weights).mean()), rel=1e-5)
+    assert saved["constant_guess"] == pytest.approx(
+        float(np.abs(synth.weights.mean(0) - synth.weights).mean()), rel=1e-5)

@@ -9,6 +9,7 @@ import numpy as np
 import pygltflib
 import pytest
 import trimesh
+from conftest import gltf_array
 
 from bsviz.rig.blend import blend
 from bsviz.rig.colours import vertex_colours
@@ -43,31 +44,6 @@ def test_unknown_format(rig, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32,
-              5126: np.float32}
-
-
-def _accessor_array(gltf, blob, index):
-    """Decode an accessor (dense of any component type, strided, normalized; or sparse float)
-    with pygltflib's parsed JSON, independently."""
-    acc = gltf.accessors[index]
-    width = {"SCALAR": 1, "VEC3": 3}[acc.type]
-    out = np.zeros((acc.count, width), np.float64)
-    if acc.bufferView is not None:
-        view = gltf.bufferViews[acc.bufferView]
-        dtype = np.dtype(COMPONENTS[acc.componentType])
-        stride = view.byteStride or dtype.itemsize * width
-        rows = np.frombuffer(blob, np.uint8, acc.count * stride, view.byteOffset).reshape(-1, stride)
-        out[:] = rows[:, :dtype.itemsize * width].copy().view(dtype)
-        if acc.normalized:  # glTF: c / max, and at least -1 for signed types
-            out = np.maximum(out / np.iinfo(dtype).max, -1)
-    if acc.sparse:
-        iv, vv = gltf.bufferViews[acc.sparse.indices.bufferView], gltf.bufferViews[acc.sparse.values.bufferView]
-        idx = np.frombuffer(blob, np.uint32, acc.sparse.count, iv.byteOffset)
-        out[idx] = np.frombuffer(blob, np.float32, acc.sparse.count * width, vv.byteOffset).reshape(-1, width)
-    return out
-
-
 def test_rig_glb_has_named_morph_targets_and_animation(rig, tmp_path):
     frames = np.zeros((10, rig.n_shapes), np.float32)
     jaw = rig.names.index("jawOpen")
@@ -83,18 +59,18 @@ def test_rig_glb_has_named_morph_targets_and_animation(rig, tmp_path):
     prim = mesh.primitives[0]
     assert len(prim.targets) == 53 and mesh.extras["targetNames"] == list(rig.names)
     assert mesh.weights == [0.0] * 53
-    neutral = _accessor_array(gltf, blob, prim.attributes.POSITION)
+    neutral = gltf_array(gltf, blob, prim.attributes.POSITION)
     np.testing.assert_allclose(neutral * 100, rig.neutral, atol=1e-4)
-    jaw_target = _accessor_array(gltf, blob, prim.targets[jaw]["POSITION"])
+    jaw_target = gltf_array(gltf, blob, prim.targets[jaw]["POSITION"])
     np.testing.assert_allclose(jaw_target * 100, rig.deltas[jaw], atol=1e-4)  # min_delta 1e-5 cm
     acc = gltf.accessors[prim.targets[jaw]["POSITION"]]
     np.testing.assert_allclose(acc.max, jaw_target.max(axis=0), rtol=1e-6)
 
     anim = gltf.animations[0]
     assert anim.channels[0].target.path == "weights" and anim.channels[0].target.node == 0
-    times = _accessor_array(gltf, blob, anim.samplers[0].input)[:, 0]
+    times = gltf_array(gltf, blob, anim.samplers[0].input)[:, 0]
     np.testing.assert_allclose(times, np.arange(10) / 5.0)
-    values = _accessor_array(gltf, blob, anim.samplers[0].output).reshape(10, 53)
+    values = gltf_array(gltf, blob, anim.samplers[0].output).reshape(10, 53)
     np.testing.assert_allclose(values, frames)
     # trimesh, a second reader, sees the neutral mesh in the rig's vertex order
     loaded = trimesh.load(path, process=False, force="mesh")
@@ -122,33 +98,58 @@ def test_rig_glb_rejects_bad_animation(rig, tmp_path):
 
 
 def test_compact_glb_keeps_the_used_vertices_in_rig_order_quantised(rig, smile, tmp_path):
-    triangles = rig.visible_triangles()
-    path = save_mesh(tmp_path / "face.glb", smile, triangles, vertex_colours(rig), compact=True)
-    assert path.stat().st_size < 0.75e6  # 1.57 MB written in full
+    triangles, colours = rig.visible_triangles(), vertex_colours(rig)
+    path = save_mesh(tmp_path / "face.glb", smile, triangles, colours, compact=True)
+    assert path.stat().st_size < 0.63e6  # 1.57 MB written in full
     gltf = pygltflib.GLTF2().load(str(path))
-    blob, node, prim = gltf.binary_blob(), gltf.nodes[0], gltf.meshes[0].primitives[0]
+    blob, node, mesh = gltf.binary_blob(), gltf.nodes[0], gltf.meshes[0]
     assert gltf.extensionsUsed == gltf.extensionsRequired == ["KHR_mesh_quantization"]
-    kept = np.concatenate([np.arange(start, stop) for start, stop in prim.extras["rigVertices"]])
+    kept = np.concatenate([np.arange(start, stop) for start, stop in mesh.extras["rigVertices"]])
     np.testing.assert_array_equal(kept, np.unique(triangles))  # the used ones, in rig order
-    local = _accessor_array(gltf, blob, prim.indices).astype(np.int64).reshape(-1, 3)
-    np.testing.assert_array_equal(kept[local], triangles)
-    assert gltf.accessors[prim.indices].componentType == 5123  # uint16: 25,959 vertices
+    # the flat look's 7 colours are 7 materials, one primitive each, sharing the vertices
+    prims = mesh.primitives
+    assert len(prims) == len(gltf.materials) == 7
+    shared = (prims[0].attributes.POSITION, prims[0].attributes.NORMAL)
+    assert all((p.attributes.POSITION, p.attributes.NORMAL) == shared for p in prims)
+    assert all(p.attributes.COLOR_0 is None for p in prims)
+    assert all(gltf.accessors[p.indices].componentType == 5123 for p in prims)  # uint16
+    local = [gltf_array(gltf, blob, p.indices).astype(np.int64).reshape(-1, 3) for p in prims]
+    drawn = np.concatenate([kept[t] for t in local])
+    assert sorted(map(tuple, drawn)) == sorted(map(tuple, triangles))  # each triangle once
+    for p, t in zip(prims, local):  # its material is the colour two corners share (or corner 0)
+        corners = np.round(colours[kept[t]] * 255)                             # (F, 3, 3)
+        agree = (corners[:, 1] == corners[:, 2]).all(axis=1)
+        expected = np.where(agree[:, None], corners[:, 1], corners[:, 0])
+        rgba = gltf.materials[p.material].pbrMetallicRoughness.baseColorFactor
+        np.testing.assert_allclose(expected, np.round(np.array(rgba[:3]) * 255)[None].repeat(
+            len(t), 0))
+        assert rgba[3] == 1 and gltf.materials[p.material].doubleSided
     # int16 positions times the node's uniform scale plus its translation, in metres: each
     # coordinate within half a step, (the longest side of the box) / 65534 / 2: 2.6 µm here
     assert node.scale == [node.scale[0]] * 3
     half_step = node.scale[0] * 100 / 2
     assert half_step == pytest.approx(np.ptp(smile[kept], axis=0).max() / 65534 / 2)
     assert half_step < 1e-3  # cm: under 0.01 mm
-    decoded = _accessor_array(gltf, blob, prim.attributes.POSITION) * node.scale + node.translation
+    decoded = gltf_array(gltf, blob, prims[0].attributes.POSITION) * node.scale + node.translation
     np.testing.assert_allclose(decoded * 100, smile[kept], rtol=0, atol=half_step + 1e-6)
-    normals = _accessor_array(gltf, blob, prim.attributes.NORMAL)
+    normals = gltf_array(gltf, blob, prims[0].attributes.NORMAL)
     expected = vertex_normals(smile, triangles)[kept]
     np.testing.assert_allclose(normals, expected, atol=0.5 / 127 + 1e-6)
-    colours = _accessor_array(gltf, blob, prim.attributes.COLOR_0)
-    np.testing.assert_allclose(colours, vertex_colours(rig)[kept], atol=0.5 / 255 + 1e-6)
     # trimesh, a second reader, applies the node's transform to the (not normalized) int16s
-    loaded = trimesh.load(path, process=False, force="mesh")
-    np.testing.assert_allclose(loaded.vertices * 100, smile[kept], rtol=0, atol=half_step + 1e-6)
+    loaded = trimesh.load(path, process=False, force="mesh", merge_primitives=True)
+    assert len(loaded.faces) == len(triangles)
+
+
+def test_compact_glb_of_many_colours_keeps_them_per_vertex(rig, smile, tmp_path):
+    triangles = rig.visible_triangles()
+    heat = np.random.default_rng(0).random((rig.n_vertices, 3), dtype=np.float32)
+    gltf = pygltflib.GLTF2().load(str(save_mesh(tmp_path / "heat.glb", smile, triangles, heat,
+                                                compact=True)))
+    kept = np.unique(triangles)
+    (prim,) = gltf.meshes[0].primitives
+    colours = gltf_array(gltf, gltf.binary_blob(), prim.attributes.COLOR_0)
+    np.testing.assert_allclose(colours, heat[kept], atol=0.5 / 255 + 1e-6)
+    assert gltf.materials[prim.material].pbrMetallicRoughness.baseColorFactor == [1, 1, 1, 1]
 
 
 def test_compact_glb_of_many_vertices_takes_uint32_indices(tmp_path):
@@ -158,8 +159,8 @@ def test_compact_glb_of_many_vertices_takes_uint32_indices(tmp_path):
                                                 compact=True)))
     prim = gltf.meshes[0].primitives[0]
     assert gltf.accessors[prim.indices].componentType == 5125 and prim.attributes.COLOR_0 is None
-    assert prim.extras["rigVertices"] == [[0, 69_999]]
-    local = _accessor_array(gltf, gltf.binary_blob(), prim.indices).astype(np.int64)
+    assert gltf.meshes[0].extras["rigVertices"] == [[0, 69_999]]
+    local = gltf_array(gltf, gltf.binary_blob(), prim.indices).astype(np.int64)
     np.testing.assert_array_equal(local.reshape(-1, 3), triangles)
 
 

@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import synth_file
 
 from bsviz.fer.augment import augment
 from bsviz.fer.checkpoints import load_checkpoint, model_from_checkpoint
@@ -195,3 +196,26 @@ def test_networks_read_the_photo_path_crops_of_the_label_file(tiny_ck):
         crop = finder.find_all(ds.paths[fold.test[0]])[0].crop
     assert np.abs(data.test.images[0, 0].numpy() - crop).max() <= 0.5 / 255 + 1e-6
     assert set(labels.found_by.tolist()) <= {"landmarker", "detector", "whole image"}
+
+
+def test_blendshape_stream_trains_on_synthetic_renders_too(tmp_path, tiny_ck, rig):
+    from bsviz.fer.train import load_data
+
+    synth = synth_file(tmp_path / "synth.npz", rig.names)
+    plain = cfg(tmp_path, tiny_ck, kind="blendshape", epochs=1, labels=str(tiny_ck / "ck.npz"))
+    mixed = cfg(tmp_path, tiny_ck, kind="blendshape", epochs=1, labels=str(tiny_ck / "ck.npz"),
+                synth=str(tmp_path / "synth.npz"))
+    real, both = load_data(plain), load_data(mixed)
+    n = len(real.train)
+    assert len(both.train) == n + 20 and len(both.test) == len(real.test)
+    torch.testing.assert_close(both.train.images[n:], torch.from_numpy(synth.images / 255).float())
+    torch.testing.assert_close(both.train.weights[n:], torch.from_numpy(synth.weights))
+    torch.testing.assert_close(both.train.images[:n], real.train.images)
+    assert (both.train.labels[n:] == -1).all()
+    assert train(mixed)["test_mae"] < 0.5
+    with pytest.raises(ValueError, match="only the blendshape stream"):
+        TrainConfig(kind="two_stream", synth=str(tmp_path / "synth.npz"))
+    synth_file(tmp_path / "other.npz", [f"shape{i}" for i in range(len(rig.names))])
+    with pytest.raises(ValueError, match="other shape names"):
+        load_data(cfg(tmp_path, tiny_ck, kind="blendshape", labels=str(tiny_ck / "ck.npz"),
+                      synth=str(tmp_path / "other.npz")))

@@ -27,11 +27,13 @@ class TrainConfig:
     dataset: str = "fer2013"             # fer2013 | ck+
     data_dir: str | None = None          # holds fer2013/ and ck+48/ (required to train)
     labels: str | None = None            # label file (bsviz label): blendshape labels and crops
+    synth: str | None = None             # blendshape stream: synthetic renders (bsviz synth's
+    #                                      synth.npz) added to the training images, exact weights
     out_dir: str = "runs/train"
     cache_dir: str = "runs/cache"        # decoded images, shared by runs on the same data
     fold: int = 0                        # CK+: which subject-independent fold is the test set
     n_folds: int = 10
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 128
     optimizer: str = "adamw"             # adamw | sgd (Nesterov, momentum 0.9)
     lr: float = 2e-3
@@ -49,7 +51,7 @@ class TrainConfig:
     finetune_lr: float = 3e-4            # two-stream: learning rate once unfrozen
     augment: bool = True
     widths: tuple[int, ...] = (32, 32, 64, 64, 128, 128, 256)
-    pool_after: tuple[int, ...] = (0, 2, 4, 6)  # convolutions (0-based) followed by 2x2 max-pool
+    pool_after: tuple[int, ...] = (0, 1, 3, 5)  # convolutions (0-based) followed by 2x2 max-pool
     feature_dim: int = 256
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda
@@ -69,3 +71,6 @@ class TrainConfig:
                              f"got {self.optimizer!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.synth and self.kind != "blendshape":
+            raise ValueError("synth renders have exact weights but no expression class: "
+                             f"only the blendshape stream trains on them, not {self.kind!r}")

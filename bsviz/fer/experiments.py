@@ -42,7 +42,7 @@ def run_once(cfg: TrainConfig, record: Path | None = None, checkpoint: bool = Fa
     return result
 
 
-def fer2013_experiment(base: TrainConfig, seeds: list[int], fusion_epochs: int = 15,
+def fer2013_experiment(base: TrainConfig, seeds: list[int], fusion_epochs: int = 10,
                        records: str | Path | None = None) -> dict:
     """FER2013: per seed, the image stream, the blendshape stream and BlendshapeFERNet
     (initialised from both), each selected on PublicTest and tested once on PrivateTest.

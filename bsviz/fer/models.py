@@ -30,7 +30,7 @@ class StreamConfig:
     in_channels: int = 1
     image_size: int = 48
     widths: tuple[int, ...] = (32, 32, 64, 64, 128, 128, 256)
-    pool_after: tuple[int, ...] = (0, 2, 4, 6)  # 0-based conv indices followed by 2x2 max-pool
+    pool_after: tuple[int, ...] = (0, 1, 3, 5)  # 0-based conv indices followed by 2x2 max-pool
     feature_dim: int = 256
     dropout: float = 0.4
     output: str = "logits"  # "logits" (classification) or "sigmoid" (weights in [0, 1])

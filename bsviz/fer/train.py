@@ -54,6 +54,7 @@ from bsviz.fer.config import RESUMABLE_CHANGES, TrainConfig
 from bsviz.fer.labels import load_labels
 from bsviz.fer.models import Network, build_network, training_loss
 from bsviz.fer.reports import confusion_matrix, plot_run
+from bsviz.fer.synth import load_synth
 from bsviz.files import atomic_path
 from bsviz.rig.rig import load_rig, mirror_permutation
 
@@ -120,7 +121,26 @@ def load_data(cfg: TrainConfig) -> Data:
         return Split(torch.from_numpy(images[j]), torch.from_numpy(ds.labels[idx]),
                      torch.from_numpy(np.asarray(weights[idx], np.float32)))
 
-    return Data(*(split(p) for p in parts), ds.classes, names, mirror_permutation(names))
+    train_split = split(parts[0])
+    if cfg.synth:
+        train_split = with_synth(train_split, cfg.synth, names)
+    return Data(train_split, split(parts[1]), split(parts[2]), ds.classes, names,
+                mirror_permutation(names))
+
+
+def with_synth(split: Split, path: str | Path, names: tuple[str, ...]) -> Split:
+    """``split`` followed by the synthetic renders of ``path`` (``bsviz synth``): their crops,
+    their exact weights, and class -1 (they have none; only the blendshape stream uses them)."""
+    synth = load_synth(path)
+    if synth.names != names:
+        raise ValueError(f"synthetic renders {path} have other shape names than the rig")
+    if synth.images.shape[1:] != split.images.shape[1:]:
+        raise ValueError(f"synthetic renders {path} are {synth.images.shape[2:]} px, "
+                         f"the training images {tuple(split.images.shape[2:])}")
+    images = torch.from_numpy(synth.images.astype(np.float32) / 255)
+    return Split(torch.cat([split.images, images]),
+                 torch.cat([split.labels, torch.full((len(images),), -1, dtype=torch.int64)]),
+                 torch.cat([split.weights, torch.from_numpy(synth.weights.astype(np.float32))]))
 
 
 def build_model(cfg: TrainConfig, classes: tuple[str, ...], n_shapes: int) -> Network:

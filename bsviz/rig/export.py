@@ -24,6 +24,8 @@ from bsviz.rig.rig import Rig, vertex_normals
 GLTF_METRES_PER_UNIT = 0.01  # the rig is in centimetres
 MESH_FORMATS = (".obj", ".ply", ".glb")
 QUANTISATION = "KHR_mesh_quantization"
+FLAT_COLOURS = 16  # a compact GLB draws up to this many distinct colours as materials
+WHITE, SKIN = [1.0, 1.0, 1.0, 1.0], [0.86, 0.68, 0.58, 1.0]  # materials' base colours
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963  # bufferView targets
 _COMPONENT_TYPES = {np.dtype(np.int8): 5120, np.dtype(np.uint8): 5121, np.dtype(np.int16): 5122,
                     np.dtype(np.uint16): 5123, np.dtype(np.uint32): 5125,
@@ -177,7 +179,7 @@ def _glb_bytes(vertices, triangles, colours=None, names=(), deltas=None, weights
                                 for d, m in zip(deltas, moved)]
         mesh["weights"] = [float(w) for w in weights]
         mesh["extras"] = {"targetNames": list(names)}  # the names Blender and three.js read
-    gltf = _document(mesh, {"mesh": 0, "name": "face"}, colours is not None)
+    gltf = _document(mesh, {"mesh": 0, "name": "face"}, [WHITE if colours is not None else SKIN])
     if animation is not None:
         times = np.arange(len(animation), dtype=np.float32) / np.float32(fps)
         gltf["animations"] = [{"name": "expression", "samplers": [{
@@ -192,13 +194,17 @@ def _compact_glb_bytes(vertices, triangles, colours=None) -> bytes:
     """The bytes of a GLB holding one mesh, compact: only the vertices the triangles use,
     quantised with ``KHR_mesh_quantization``.
 
-    The kept vertices stay in the rig's order; the primitive's ``extras.rigVertices`` lists
-    them as [start, stop) ranges of rig indices. Positions are int16, q = round((p - c) / s)
-    with c the centre of their box and s = (its longest side) / 65534, so |q| <= 32767; the
-    node's uniform scale s and translation c (in metres) turn them back, each coordinate
-    within s / 2 of the original (2.6 µm for the ICT face, 33.8 cm tall). A uniform scale
-    leaves the normals' directions alone. Normals are normalized int8 (within 0.5 / 127 per
-    component), colours normalized uint8, and indices uint16 below 65535 vertices.
+    The kept vertices stay in the rig's order; the mesh's ``extras.rigVertices`` lists them
+    as [start, stop) ranges of rig indices. Positions are int16, q = round((p - c) / s) with
+    c the centre of their box and s = (its longest side) / 65534, so |q| <= 32767; the node's
+    uniform scale s and translation c (in metres) turn them back, each coordinate within
+    s / 2 of the original (2.6 µm for the ICT face, 33.8 cm tall). A uniform scale leaves the
+    normals' directions alone. Normals are normalized int8 (within 0.5 / 127 per component)
+    and indices uint16 below 65535 vertices. Colours: with at most ``FLAT_COLOURS`` distinct
+    ones (a rig's flat look, ``vertex_colours``) each is a material of its own, drawn by one
+    primitive of the triangles of that colour (a triangle takes the colour two of its
+    corners share, else its first corner's), all primitives sharing the vertices; more
+    colours (a heatmap) are per-vertex normalized uint8.
     """
     vertices, triangles = np.asarray(vertices, np.float32), np.asarray(triangles)
     is_used = np.bincount(triangles.ravel(), minlength=len(vertices)) > 0
@@ -210,25 +216,36 @@ def _compact_glb_bytes(vertices, triangles, colours=None) -> bytes:
     normals = vertex_normals(kept, local)
     buf = _GltfBuffer()
     index_type = np.uint16 if len(used) < 65535 else np.uint32  # 65535: primitive restart
-    primitive = {
-        "indices": buf.accessor(local.astype(index_type).ravel(), "SCALAR",
-                                _ELEMENT_ARRAY_BUFFER),
-        "attributes": {
-            "POSITION": buf.accessor(np.round((kept - centre) / step).astype(np.int16), "VEC3",
-                                     _ARRAY_BUFFER, bounds=True),
-            "NORMAL": buf.accessor(np.round(normals * 127).astype(np.int8), "VEC3",
-                                   _ARRAY_BUFFER, normalized=True),
-        },
-        "material": 0, "mode": 4, "extras": {"rigVertices": _ranges(used)},
+    attributes = {
+        "POSITION": buf.accessor(np.round((kept - centre) / step).astype(np.int16), "VEC3",
+                                 _ARRAY_BUFFER, bounds=True),
+        "NORMAL": buf.accessor(np.round(normals * 127).astype(np.int8), "VEC3",
+                               _ARRAY_BUFFER, normalized=True),
     }
-    if colours is not None:
-        rgb = np.clip(np.asarray(colours, np.float32)[used], 0, 1)
-        primitive["attributes"]["COLOR_0"] = buf.accessor(
-            np.round(rgb * 255).astype(np.uint8), "VEC3", _ARRAY_BUFFER, normalized=True)
+    rgb = None if colours is None else np.round(
+        np.clip(np.asarray(colours, np.float32)[used], 0, 1) * 255).astype(np.uint8)
+    palette, ids = np.unique(rgb, axis=0, return_inverse=True) if rgb is not None else ([], None)
+    if rgb is not None and len(palette) <= FLAT_COLOURS:
+        corner = ids.reshape(-1)[local]                                   # (F, 3)
+        colour = np.where(corner[:, 1] == corner[:, 2], corner[:, 1], corner[:, 0])
+        drawn = [k for k in range(len(palette)) if (colour == k).any()]
+        primitives = [{"indices": buf.accessor(local[colour == k].astype(index_type).ravel(),
+                                               "SCALAR", _ELEMENT_ARRAY_BUFFER),
+                       "attributes": attributes, "material": m, "mode": 4}
+                      for m, k in enumerate(drawn)]
+        materials = [[*(palette[k] / 255).tolist(), 1.0] for k in drawn]
+    else:
+        if rgb is not None:
+            attributes["COLOR_0"] = buf.accessor(rgb, "VEC3", _ARRAY_BUFFER, normalized=True)
+        primitives = [{"indices": buf.accessor(local.astype(index_type).ravel(), "SCALAR",
+                                               _ELEMENT_ARRAY_BUFFER),
+                       "attributes": attributes, "material": 0, "mode": 4}]
+        materials = [WHITE if rgb is not None else SKIN]
     metres = GLTF_METRES_PER_UNIT
     node = {"mesh": 0, "name": "face", "scale": [step * metres] * 3,
             "translation": (centre * metres).tolist()}
-    gltf = _document({"name": "face", "primitives": [primitive]}, node, colours is not None)
+    mesh = {"name": "face", "primitives": primitives, "extras": {"rigVertices": _ranges(used)}}
+    gltf = _document(mesh, node, materials)
     gltf["extensionsUsed"] = gltf["extensionsRequired"] = [QUANTISATION]
     return _pack(gltf, buf)
 
@@ -240,14 +257,15 @@ def _ranges(indices: np.ndarray) -> list[list[int]]:
     return np.stack([starts, stops], axis=1).tolist()
 
 
-def _document(mesh: dict, node: dict, coloured: bool) -> dict:
-    """The glTF JSON of one node holding ``mesh``, with its one material."""
+def _document(mesh: dict, node: dict, materials: list[list[float]]) -> dict:
+    """The glTF JSON of one node holding ``mesh``, with one material per base colour (RGBA,
+    linear; white under per-vertex colours)."""
     return {
         "asset": {"version": "2.0", "generator": "bsviz"},
         "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [node], "meshes": [mesh],
-        "materials": [{"name": "skin", "doubleSided": True, "pbrMetallicRoughness": {
-            "baseColorFactor": [1, 1, 1, 1] if coloured else [0.86, 0.68, 0.58, 1],
-            "metallicFactor": 0.0, "roughnessFactor": 0.7}}],
+        "materials": [{"name": f"colour{i}", "doubleSided": True, "pbrMetallicRoughness": {
+            "baseColorFactor": rgba, "metallicFactor": 0.0, "roughnessFactor": 0.7}}
+            for i, rgba in enumerate(materials)],
     }
 
 

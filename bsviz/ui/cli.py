@@ -378,11 +378,12 @@ def cmd_eval(args) -> None:
     if args.experiment == "reference":
         summary = experiments.blendshape_reference(
             args.data_dir, args.ck_labels, args.fer_labels, args.regressor)
-        from bsviz.files import atomic_path
-
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        with atomic_path(Path(args.out_dir) / "reference.json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=2))
+        _write_json(Path(args.out_dir) / "reference.json", summary)
+        print(json.dumps(summary, indent=1))
+        return
+    if args.experiment == "synthetic":
+        summary = {model: experiments.synthetic_mae(model, args.synth) for model in args.models}
+        _write_json(args.out, summary)
         print(json.dumps(summary, indent=1))
         return
     if args.experiment == "fer2013":
@@ -393,6 +394,15 @@ def cmd_eval(args) -> None:
         summary = experiments.ck_experiment(cfg, args.init_image, args.init_blendshape,
                                             args.folds, args.records)
     print(reports.format_summary(summary))
+
+
+def _write_json(path: str | Path, value) -> None:
+    """``value`` as indented JSON at ``path`` (written atomically, its folder made)."""
+    from bsviz.files import atomic_path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(value, indent=2))
 
 
 def parse_auth(values: list[str], auth_file: str | None) -> list[tuple[str, str]]:
@@ -535,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 ).add_subparsers(dest="experiment", required=True)
     p = experiment.add_parser("fer2013", help="image, blendshape and two-stream networks per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--fusion-epochs", type=int, default=15, help="two-stream epochs")
+    p.add_argument("--fusion-epochs", type=int, default=10, help="two-stream epochs")
     p.add_argument("--records", help=RECORDS_HELP)
     p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
     _add_config_flags(p, FER_FIXED)
@@ -556,6 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fer-labels", default="runs/labels/fer2013.npz", help="FER2013 labels")
     p.add_argument("--regressor", help="a checkpoint whose blendshape stream to use as well")
     p.add_argument("--out-dir", default="runs/reference", help="where reference.json goes")
+    p.set_defaults(func=cmd_eval)
+    p = experiment.add_parser("synthetic", help="weight error of blendshape streams against the "
+                                                "exact weights of synthetic renders")
+    p.add_argument("models", nargs="+", help="checkpoints with a blendshape stream")
+    p.add_argument("--synth", default="runs/synth/synth.npz", help="renders (bsviz synth)")
+    p.add_argument("--out", default="runs/reference/synthetic_mae.json",
+                   help="where the errors go (JSON, one entry per checkpoint)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="expression and blendshape weights of every face in photos")
