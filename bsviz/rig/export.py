@@ -224,7 +224,10 @@ def _compact_glb_bytes(vertices, triangles, colours=None) -> bytes:
     }
     rgb = None if colours is None else np.round(
         np.clip(np.asarray(colours, np.float32)[used], 0, 1) * 255).astype(np.uint8)
-    palette, ids = np.unique(rgb, axis=0, return_inverse=True) if rgb is not None else ([], None)
+    if rgb is not None:  # distinct colours as 24-bit codes (a 1-D unique: 20x faster)
+        codes, ids = np.unique(rgb.astype(np.uint32) @ np.uint32([1 << 16, 1 << 8, 1]),
+                               return_inverse=True)
+        palette = np.stack([codes >> 16, codes >> 8 & 255, codes & 255], axis=1)
     if rgb is not None and len(palette) <= FLAT_COLOURS:
         corner = ids.reshape(-1)[local]                                   # (F, 3)
         colour = np.where(corner[:, 1] == corner[:, 2], corner[:, 1], corner[:, 0])
