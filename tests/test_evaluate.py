@@ -11,7 +11,7 @@ TINY = {"widths": (4, 4, 8, 8, 8, 8, 16), "feature_dim": 16, "batch_size": 32,
         "progress": False, "epochs": 1, "freeze_epochs": 0}
 
 
-def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck):
+def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck, capsys):
     base = TrainConfig(data_dir=str(tiny_fer), labels=str(tiny_fer / "fer.npz"),
                        out_dir=str(tmp_path / "fer"), cache_dir=str(tmp_path / "cache"), **TINY)
     fer = fer2013_experiment(base, seeds=[0, 1], fusion_epochs=1)
@@ -45,6 +45,16 @@ def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck):
     assert "two-stream − image" in table and "FaceNet2ExpNet" in table
     assert "two-stream − image, test-time flip" in table
     assert "two_stream (test-time flip)" in format_summary(ck)
+    # the README's table, from the summaries' JSON on the command line
+    from bsviz.ui.cli import main
+
+    (tmp_path / "ref.json").write_text(json.dumps({"ck+ mediapipe": {"accuracy": 0.5}}))
+    main(["eval", "table", str(tmp_path / "fer" / "summary.json"),
+          str(tmp_path / "ck" / "summary.json"), "--reference", str(tmp_path / "ref.json")])
+    printed = capsys.readouterr().out
+    saved = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("fer", "ck")]
+    assert printed == results_table(saved, {"ck+ mediapipe": {"accuracy": 0.5}}) + "\n"
+    assert "| ck+ | logistic regression on mediapipe blendshapes | 50.00 % | | |" in printed
 
 
 def test_blendshape_reference_writes_nothing_into_the_data(tmp_path, tiny_ck, tiny_fer):

@@ -381,6 +381,11 @@ def cmd_eval(args) -> None:
         _write_json(Path(args.out_dir) / "reference.json", summary)
         print(json.dumps(summary, indent=1))
         return
+    if args.experiment == "table":
+        reference = json.loads(Path(args.reference).read_text()) if args.reference else None
+        print(reports.results_table([json.loads(Path(f).read_text()) for f in args.summaries],
+                                    reference))
+        return
     if args.experiment == "synthetic":
         summary = {model: experiments.synthetic_mae(model, args.synth) for model in args.models}
         _write_json(args.out, summary)
@@ -566,6 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fer-labels", default="runs/labels/fer2013.npz", help="FER2013 labels")
     p.add_argument("--regressor", help="a checkpoint whose blendshape stream to use as well")
     p.add_argument("--out-dir", default="runs/reference", help="where reference.json goes")
+    p.set_defaults(func=cmd_eval)
+    p = experiment.add_parser("table", help="the README's results table (Markdown) from "
+                                            "experiment summaries")
+    p.add_argument("summaries", nargs="+", help="summary JSON files (bsviz eval fer2013 / ck+)")
+    p.add_argument("--reference", help="reference.json of bsviz eval reference")
     p.set_defaults(func=cmd_eval)
     p = experiment.add_parser("synthetic", help="weight error of blendshape streams against the "
                                                 "exact weights of synthetic renders")
