@@ -334,6 +334,8 @@ def test_browser_upload_edit_and_bad_file(server, shared, tmp_path):
             assert first.endswith("face.glb")
             canvas = page.locator("#model3d canvas[data-engine^=Babylon]")
             canvas.wait_for()
+            assert not page.locator("#still img").count()  # rendered only when asked
+            page.locator("#render-still").click()
             page.wait_for_function("() => document.querySelector('#still img')")
 
             page.get_by_text("jaw (4)").click()

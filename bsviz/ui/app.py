@@ -446,7 +446,7 @@ def on_edit(heatmap: bool, *weights: float) -> str:
 
 
 def on_still(glb: str | None, heatmap: bool, *weights: float) -> np.ndarray | None:
-    """The 3D face changed: a rendered still of it (none when the face was cleared)."""
+    """A rendered still of the 3D face, when asked (none when the face was cleared)."""
     return None if glb is None else engine().still(weights, heatmap)
 
 
@@ -528,6 +528,8 @@ def build_demo() -> gr.Blocks:
                                            elem_id="model3d", interactive=False, scale=3)
                         still = gr.Image(label="Rendered", interactive=False, height=360,
                                          format="jpeg", scale=2, elem_id="still")
+                    render = gr.Button("Render a still (offscreen, the rig's own renderer)",
+                                       size="sm", elem_id="render-still")
                     heatmap = gr.Checkbox(label="Colour by displacement |T - b0| (heatmap)")
                     export = gr.Button("Export face (GLB, OBJ) and weights (JSON)")
                     export_posed = gr.Button("Export the fitted face posed as in the photo "
@@ -573,8 +575,11 @@ def build_demo() -> gr.Blocks:
         gr.on([s.release for s in weight_sliders] + [heatmap.input], on_edit,
               [heatmap, *weight_sliders], model, api_name="edit", trigger_mode="always_last",
               **QUEUE)
-        model.change(on_still, [model, heatmap, *weight_sliders], still, api_name="still",
+        # the still only when asked (a render costs about as much as the analysis); a new 3D
+        # face clears the old one in the browser
+        render.click(on_still, [model, heatmap, *weight_sliders], still, api_name="still",
                      trigger_mode="always_last", **QUEUE)
+        model.change(None, None, still, js="() => null")
         export.click(on_export, [heatmap, *weight_sliders], files, api_name="export", **QUEUE)
         export_posed.click(on_posed, [face_pick, faces_state], files, api_name="posed", **QUEUE)
         video.change(on_video, video, [video_status, video_label, timeline, video_model,
