@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED  # noqa: E402
+from conftest import SHARED
 from PIL import Image
 
 from bsviz.fer import data, labels
+from bsviz.rig.rig import load_rig
 from bsviz.ui.cli import main
 from bsviz.vision import faces
+from bsviz.vision.fit import LandmarkFitter
 from bsviz.vision.scores import BLENDSHAPE_NAMES, ict_index, rig_names, to_ict
 
 CK = SHARED / "data" / "ck+48"
@@ -85,12 +87,20 @@ def test_label_dataset_shapes_cache_and_table(tiny, tmp_path, calls):
     saved = labels.load_labels(out)
     assert np.array_equal(saved.weights, result.weights) and saved.names == result.names
     assert json.loads(out.with_suffix(".json").read_text())["detected"] == 6
+    # the rig fitted to each face's landmarks: its weights, as a fit of the photo path's face
+    assert result.fitted.shape == (6, 53) and np.array_equal(saved.fitted, result.fitted)
+    assert ((result.fitted >= 0) & (result.fitted <= 1)).all()
     ds = data.load_folder(tiny)
     assert np.array_equal(saved.paths[saved.rows(ds.paths)],
                           [p.relative_to(tiny).as_posix() for p in ds.paths])
 
     labels.label_dataset(tiny, out, workers=1, progress=False)  # a rerun: all cached
     assert len(calls) == 6
+    first = tiny / result.paths[0]
+    with faces.FaceFinder() as finder:
+        face = finder.find_all(first, crop_size=labels.CROP_SIZE)[0]
+    fit = LandmarkFitter(load_rig()).fit(face.landmarks)
+    np.testing.assert_allclose(result.fitted[0], fit.weights, atol=1e-5)
 
     means = labels.class_means(saved)
     happy_top = np.argsort(-means["happy"])[:5]
@@ -118,6 +128,7 @@ def test_workers_match_single_process(tiny, tmp_path):
     two = labels.label_dataset(tiny, tmp_path / "two.npz", workers=2, progress=False)
     assert np.array_equal(one.paths, two.paths)
     assert np.allclose(one.weights, two.weights, atol=1e-5)
+    assert np.allclose(one.fitted, two.fitted, atol=1e-4)
 
 
 def test_undetected_images_get_nan(tmp_path):
@@ -125,6 +136,7 @@ def test_undetected_images_get_nan(tmp_path):
     Image.fromarray(np.full((48, 48), 128, np.uint8)).save(tmp_path / "set" / "neutral" / "a.png")
     result = labels.label_dataset(tmp_path / "set", tmp_path / "l.npz", progress=False, workers=1)
     assert not result.detected[0] and np.isnan(result.weights).all()
+    assert np.isnan(result.fitted).all()
     assert labels.class_means(result) == {}
 
 

@@ -198,6 +198,23 @@ def test_networks_read_the_photo_path_crops_of_the_label_file(tiny_ck):
     assert set(labels.found_by.tolist()) <= {"landmarker", "detector", "whole image"}
 
 
+def test_blendshape_stream_learns_the_fitted_weights_when_asked(tmp_path, tiny_ck):
+    from bsviz.fer.labels import load_labels
+    from bsviz.fer.train import load_data
+
+    mediapipe = load_data(cfg(tmp_path, tiny_ck, kind="blendshape", labels=str(tiny_ck / "ck.npz")))
+    fitted = load_data(cfg(tmp_path, tiny_ck, kind="blendshape", labels=str(tiny_ck / "ck.npz"),
+                           blendshape_labels="fit"))
+    stored = load_labels(tiny_ck / "ck.npz")
+    test_rows = stored.rows(sorted((tiny_ck / "ck+48").rglob("*.png")), tiny_ck / "ck+48")
+    assert set(map(tuple, fitted.test.weights.numpy().round(5))) <= set(
+        map(tuple, stored.fitted[test_rows].round(5)))
+    torch.testing.assert_close(fitted.test.images, mediapipe.test.images)
+    assert not torch.allclose(fitted.test.weights, mediapipe.test.weights)
+    with pytest.raises(ValueError, match="blendshape_labels"):
+        TrainConfig(blendshape_labels="mediapipe")
+
+
 def test_blendshape_stream_trains_on_synthetic_renders_too(tmp_path, tiny_ck, rig):
     from bsviz.fer.train import load_data
 

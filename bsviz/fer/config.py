@@ -27,6 +27,8 @@ class TrainConfig:
     dataset: str = "fer2013"             # fer2013 | ck+
     data_dir: str | None = None          # holds fer2013/ and ck+48/ (required to train)
     labels: str | None = None            # label file (bsviz label): blendshape labels and crops
+    blendshape_labels: str | None = None  # the weights learnt: None, MediaPipe's scores mapped
+    #                                      to the rig; "fit": the rig fitted to the landmarks
     synth: str | None = None             # blendshape stream: synthetic renders (bsviz synth's
     #                                      synth.npz) added to the training images, exact weights
     out_dir: str = "runs/train"
@@ -71,6 +73,9 @@ class TrainConfig:
                              f"got {self.optimizer!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.blendshape_labels not in (None, "fit"):
+            raise ValueError("blendshape_labels must be None (MediaPipe's scores) or 'fit', "
+                             f"got {self.blendshape_labels!r}")
         if self.synth and self.kind != "blendshape":
             raise ValueError("synth renders have exact weights but no expression class: "
                              f"only the blendshape stream trains on them, not {self.kind!r}")

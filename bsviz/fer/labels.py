@@ -1,6 +1,7 @@
 """Dataset pseudo-labels and network inputs: for every image of a dataset folder, MediaPipe's
-blendshape scores mapped onto the rig's names (``vision.scores``), and the face crop that the
-photo path (``FaceFinder``, as ``bsviz predict`` and the app use it) makes of it.
+blendshape scores mapped onto the rig's names (``vision.scores``), the expression weights of
+the rig fitted to its landmarks (``vision.fit``), and the face crop that the photo path
+(``FaceFinder``, as ``bsviz predict`` and the app use it) makes of it.
 
 ``label_dataset`` runs the face finder over a dataset folder, in parallel, cached by
 file content (sha1) and resumable, and writes an ``.npz`` plus a ``.json`` summary.
@@ -26,10 +27,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm  # a widget in notebooks, text on the command line
 
-from bsviz.assets import landmarker_path
+from bsviz.assets import landmark_vertices_path, landmarker_path
 from bsviz.fer.data import ALIASES, IMAGE_SUFFIXES, DataError
 from bsviz.files import atomic_path, check_writable
+from bsviz.rig.rig import load_rig
 from bsviz.vision import faces
+from bsviz.vision.fit import LandmarkFitter
 from bsviz.vision.image import ImageError, read_gray
 from bsviz.vision.scores import BLENDSHAPE_NAMES, rig_names, to_ict
 
@@ -42,16 +45,22 @@ CROP_SIZE = 48  # px; the side of the stored face crops, the networks' input
 class Result:
     """One image's labels: its (52,) MediaPipe scores (``NO_FACE`` without landmarks), its
     (CROP_SIZE, CROP_SIZE) uint8 face crop, what found the face (``Face.found_by``, '' for
-    none: the crop is then the whole image) and why it cannot be read ('' if it can)."""
+    none: the crop is then the whole image), the (K,) expression weights of the rig fitted
+    to its landmarks (NaN without landmarks) and why it cannot be read ('' if it can)."""
 
     scores: np.ndarray
     crop: np.ndarray
     found_by: str
+    fitted: np.ndarray
     error: str = ""
 
 
+def _no_fit() -> np.ndarray:
+    return np.full(len(rig_names()), np.nan, np.float32)
+
+
 def _unreadable(why: str) -> Result:
-    return Result(NO_FACE, np.zeros((CROP_SIZE, CROP_SIZE), np.uint8), "", why)
+    return Result(NO_FACE, np.zeros((CROP_SIZE, CROP_SIZE), np.uint8), "", _no_fit(), why)
 
 # --------------------------------------------------------------------------- label files
 
@@ -74,6 +83,8 @@ class Labels:
         10 % margin; for a face without landmarks from the detector's box; for a small image
         where neither finds one, the image itself; zeros for a file that cannot be read)
     found_by : (N,) str "landmarker", "detector", "whole image", or "" (no face found)
+    fitted : (N, K) float32 expression weights (``names``) of the rig fitted to the landmarks
+        (``vision.fit.LandmarkFitter``), NaN if not detected; None in files made before
     """
 
     root: Path
@@ -86,6 +97,7 @@ class Labels:
     names: tuple[str, ...]
     crops: np.ndarray
     found_by: np.ndarray
+    fitted: np.ndarray | None = None
 
     def rows(self, paths: list[Path], root: str | Path | None = None) -> np.ndarray:
         """(M,) int rows of these image files (e.g. a ``data.Dataset``'s paths).
@@ -115,7 +127,8 @@ def load_labels(path: str | Path) -> Labels:
                                 f"label the dataset again with `bsviz label`")
             return Labels(Path(str(z["root"])), z["paths"], z["classes"], z["hashes"],
                           z["detected"], z["scores"], z["weights"], tuple(z["names"]),
-                          z["crops"], z["found_by"])
+                          z["crops"], z["found_by"],
+                          z["fitted"] if "fitted" in z.files else None)
     except DataError:
         raise
     except (OSError, KeyError, ValueError) as e:
@@ -163,7 +176,8 @@ def label_dataset(data_dir: str | Path, out_path: str | Path, workers: int = 2,
                               for p in files]),
                     np.array([h for h, _ in hashed]), ~np.isnan(scores[:, 0]), scores,
                     to_ict(scores), rig_names(), np.stack([r.crop for r in results]),
-                    np.array([r.found_by for r in results]))
+                    np.array([r.found_by for r in results]),
+                    np.stack([r.fitted for r in results]).astype(np.float32))
     _save(labels, out, tag, [r.error for r in results], len(todo))
     sidecar.unlink(missing_ok=True)
     return labels
@@ -232,8 +246,9 @@ def _sigterm_interrupts() -> Iterator[None]:
 def _detect_all(todo: list[tuple[str, Path]], workers: int) -> Iterator[tuple[str, Result]]:
     """Yield (sha1, result) for each (sha1, path), in any order."""
     if workers <= 1:
+        fitter = LandmarkFitter(load_rig())
         with faces.FaceFinder() as finder:
-            yield from (_detect(finder, item) for item in todo)
+            yield from (_detect(finder, fitter, item) for item in todo)
         return
     # spawn, not fork: a child must not inherit the parent's MediaPipe threads or landmarker.
     ctx = multiprocessing.get_context("spawn")
@@ -241,18 +256,22 @@ def _detect_all(todo: list[tuple[str, Path]], workers: int) -> Iterator[tuple[st
         yield from pool.imap_unordered(_worker_detect, todo, chunksize=16)
 
 
-def _detect(finder: faces.FaceFinder, item: tuple[str, Path]) -> tuple[str, Result]:
-    """The largest face of an image as the photo path finds it: its scores and crop."""
+def _detect(finder: faces.FaceFinder, fitter: LandmarkFitter, item: tuple[str, Path]
+            ) -> tuple[str, Result]:
+    """The largest face of an image as the photo path finds it: its scores, crop and the rig
+    fitted to its landmarks."""
     sha1, path = item
     try:
         found = finder.find_all(path, crop_size=CROP_SIZE)
         if not found:  # a large image without a face: the whole image, as the crop
-            return sha1, Result(NO_FACE, _uint8(read_gray(path, CROP_SIZE)), "")
+            return sha1, Result(NO_FACE, _uint8(read_gray(path, CROP_SIZE)), "", _no_fit())
     except ImageError as e:  # damaged, truncated or not an image: skipped, not fatal
         return sha1, _unreadable(str(e))
     face = found[0]
     scores = NO_FACE if face.blendshapes is None else face.blendshapes
-    return sha1, Result(scores, _uint8(face.crop), face.found_by)
+    fitted = (_no_fit() if face.landmarks is None
+              else fitter.fit(face.landmarks).weights.astype(np.float32))
+    return sha1, Result(scores, _uint8(face.crop), face.found_by, fitted)
 
 
 def _uint8(crop: np.ndarray) -> np.ndarray:
@@ -261,29 +280,31 @@ def _uint8(crop: np.ndarray) -> np.ndarray:
 
 
 _worker_finder: faces.FaceFinder | None = None
+_worker_fitter: LandmarkFitter | None = None
 
 
 def _init_worker() -> None:
-    global _worker_finder
+    global _worker_finder, _worker_fitter
     import torch
 
     torch.set_num_threads(1)  # the workers are the parallelism; more threads only contend
-    _worker_finder = faces.FaceFinder()
+    _worker_finder, _worker_fitter = faces.FaceFinder(), LandmarkFitter(load_rig())
 
 
 def _worker_detect(item: tuple[str, Path]) -> tuple[str, Result]:
-    return _detect(_worker_finder, item)
+    return _detect(_worker_finder, _worker_fitter, item)
 
 
 @cache
 def _cache_tag() -> str:
     """What cached results depend on: the landmarker bundle (which holds the detector), the
     small-image preprocessing, the landmarker's window around each detected face, the
-    detector's thresholds and the crop."""
+    detector's thresholds, the crop and the landmark-to-vertex map of the fit."""
     model = hashlib.sha1(landmarker_path().read_bytes()).hexdigest()[:16]
+    fit = hashlib.sha1(landmark_vertices_path().read_bytes()).hexdigest()[:8]
     return (f"{model} small={faces.SMALL} upscale={faces.UPSCALE} pad={faces.PAD} "
             f"window={faces.CONTEXT}x{faces.LANDMARKER_SIDE} box_only={faces.BOX_ONLY_SCORE} "
-            f"min_face={faces.MIN_FACE} crop={CROP_SIZE}")
+            f"min_face={faces.MIN_FACE} crop={CROP_SIZE} fit={fit}")
 
 
 def _read_cache(path: Path, tag: str) -> dict[str, Result]:
@@ -294,9 +315,9 @@ def _read_cache(path: Path, tag: str) -> dict[str, Result]:
         with np.load(path, allow_pickle=False) as z:
             if str(z["tag"]) != tag:
                 return {}
-            return {h: Result(s, c, f, e) for h, s, c, f, e in zip(
+            return {h: Result(s, c, f, w, e) for h, s, c, f, w, e in zip(
                 z["hashes"].tolist(), z["scores"], z["crops"], z["found_by"].tolist(),
-                z["errors"].tolist()) if h}
+                z["fitted"], z["errors"].tolist()) if h}
     except (OSError, KeyError, ValueError):
         return {}  # an unreadable cache is recomputed, not fatal
 
@@ -310,6 +331,8 @@ def _write_cache(path: Path, done: dict[str, Result], tag: str) -> None:
                  scores=scores.reshape(len(done), len(BLENDSHAPE_NAMES)),
                  crops=crops.reshape(len(done), CROP_SIZE, CROP_SIZE),
                  found_by=np.array([r.found_by for r in results], dtype=str),
+                 fitted=np.array([r.fitted for r in results], np.float32).reshape(
+                     len(done), len(rig_names())),
                  errors=np.array([r.error for r in results], dtype=str))
 
 
@@ -322,7 +345,7 @@ def _save(labels: Labels, out: Path, tag: str, errors: list[str], n_new: int) ->
                             detected=labels.detected, scores=labels.scores,
                             weights=labels.weights, names=np.array(labels.names),
                             crops=labels.crops, found_by=labels.found_by,
-                            score_names=np.array(BLENDSHAPE_NAMES),
+                            fitted=labels.fitted, score_names=np.array(BLENDSHAPE_NAMES),
                             errors=np.array(errors, dtype=str))
     means = class_means(labels)
     unreadable = {p: e for p, e in zip(labels.paths.tolist(), errors) if e}

@@ -102,7 +102,10 @@ def load_data(cfg: TrainConfig) -> Data:
         rows = labels.rows(ds.paths, root)
         if labels.names != names:
             raise ValueError(f"label file {cfg.labels} has other shape names than the rig")
-        weights = labels.weights[rows]
+        if cfg.blendshape_labels == "fit" and labels.fitted is None:
+            raise ValueError(f"label file {cfg.labels} has no fitted weights (made by an older "
+                             "bsviz): label the dataset again with `bsviz label`")
+        weights = (labels.fitted if cfg.blendshape_labels == "fit" else labels.weights)[rows]
     elif cfg.kind == "image":
         weights = np.full((len(ds), len(names)), np.nan, np.float32)
     else:
