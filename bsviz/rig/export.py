@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ QUANTISATION = "KHR_mesh_quantization"
 FLAT_COLOURS = 16  # a compact GLB draws up to this many distinct colours as materials
 WHITE, SKIN = [1.0, 1.0, 1.0, 1.0], [0.86, 0.68, 0.58, 1.0]  # materials' base colours
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963  # bufferView targets
+_TRIANGLE_STRIP = 5  # a primitive's mode
 _COMPONENT_TYPES = {np.dtype(np.int8): 5120, np.dtype(np.uint8): 5121, np.dtype(np.int16): 5122,
                     np.dtype(np.uint16): 5123, np.dtype(np.uint32): 5125,
                     np.dtype(np.float32): 5126}
@@ -43,7 +45,7 @@ def save_mesh(path: str | Path, vertices: np.ndarray, triangles: np.ndarray,
     colours : (V, 3) float in [0, 1]
     compact : GLB only: write only the vertices the triangles use, in the rig's order, and
         quantise them (``KHR_mesh_quantization``; positions within 2.6 µm for the ICT face,
-        see ``_compact_glb_bytes``): 0.72 MB instead of 1.57 MB for the ICT face
+        see ``_compact_glb_bytes``): 0.50 MB instead of 1.57 MB for the ICT face
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -199,12 +201,13 @@ def _compact_glb_bytes(vertices, triangles, colours=None) -> bytes:
     c the centre of their box and s = (its longest side) / 65534, so |q| <= 32767; the node's
     uniform scale s and translation c (in metres) turn them back, each coordinate within
     s / 2 of the original (2.6 µm for the ICT face, 33.8 cm tall). A uniform scale leaves the
-    normals' directions alone. Normals are normalized int8 (within 0.5 / 127 per component)
-    and indices uint16 below 65535 vertices. Colours: with at most ``FLAT_COLOURS`` distinct
-    ones (a rig's flat look, ``vertex_colours``) each is a material of its own, drawn by one
-    primitive of the triangles of that colour (a triangle takes the colour two of its
-    corners share, else its first corner's), all primitives sharing the vertices; more
-    colours (a heatmap) are per-vertex normalized uint8.
+    normals' directions alone. Normals are normalized int8 (within 0.5 / 127 per component).
+    Colours: with at most ``FLAT_COLOURS`` distinct ones (a rig's flat look,
+    ``vertex_colours``) each is a material of its own, drawn by one primitive of the triangles
+    of that colour (a triangle takes the colour two of its corners share, else its first
+    corner's), all primitives sharing the vertices; more colours (a heatmap) are per-vertex
+    normalized uint8. Each primitive is a triangle strip (``_triangle_strip``), its indices
+    uint16 below 65535 vertices.
     """
     vertices, triangles = np.asarray(vertices, np.float32), np.asarray(triangles)
     is_used = np.bincount(triangles.ravel(), minlength=len(vertices)) > 0
@@ -232,17 +235,17 @@ def _compact_glb_bytes(vertices, triangles, colours=None) -> bytes:
         corner = ids.reshape(-1)[local]                                   # (F, 3)
         colour = np.where(corner[:, 1] == corner[:, 2], corner[:, 1], corner[:, 0])
         drawn = [k for k in range(len(palette)) if (colour == k).any()]
-        primitives = [{"indices": buf.accessor(local[colour == k].astype(index_type).ravel(),
-                                               "SCALAR", _ELEMENT_ARRAY_BUFFER),
-                       "attributes": attributes, "material": m, "mode": 4}
+        primitives = [{"indices": buf.accessor(_triangle_strip(local[colour == k]).astype(
+                           index_type), "SCALAR", _ELEMENT_ARRAY_BUFFER),
+                       "attributes": attributes, "material": m, "mode": _TRIANGLE_STRIP}
                       for m, k in enumerate(drawn)]
         materials = [[*(palette[k] / 255).tolist(), 1.0] for k in drawn]
     else:
         if rgb is not None:
             attributes["COLOR_0"] = buf.accessor(rgb, "VEC3", _ARRAY_BUFFER, normalized=True)
-        primitives = [{"indices": buf.accessor(local.astype(index_type).ravel(), "SCALAR",
-                                               _ELEMENT_ARRAY_BUFFER),
-                       "attributes": attributes, "material": 0, "mode": 4}]
+        primitives = [{"indices": buf.accessor(_triangle_strip(local).astype(index_type),
+                                               "SCALAR", _ELEMENT_ARRAY_BUFFER),
+                       "attributes": attributes, "material": 0, "mode": _TRIANGLE_STRIP}]
         materials = [WHITE if rgb is not None else SKIN]
     metres = GLTF_METRES_PER_UNIT
     node = {"mesh": 0, "name": "face", "scale": [step * metres] * 3,
@@ -251,6 +254,51 @@ def _compact_glb_bytes(vertices, triangles, colours=None) -> bytes:
     gltf = _document(mesh, node, materials)
     gltf["extensionsUsed"] = gltf["extensionsRequired"] = [QUANTISATION]
     return _pack(gltf, buf)
+
+
+def _triangle_strip(triangles: np.ndarray) -> np.ndarray:
+    """(M,) int64 indices of one triangle strip that draws each of the (F, 3) ``triangles``
+    once, wound as given (1.83 indices a triangle for the ICT face, against 3 as a list).
+
+    Strips grow greedily: the next triangle is the one that has the strip's last edge in the
+    opposite direction, which a consistently wound neighbour does, so every triangle keeps its
+    winding through the strip's alternation. Strips are joined by degenerate triangles (a
+    repeated index), each starting at an even position. Cached by the triangles' bytes: a rig's
+    topology is strip-ordered once (about 0.2 s for the ICT face).
+    """
+    return _strip_of(np.ascontiguousarray(triangles, np.int64).tobytes())
+
+
+@lru_cache(maxsize=16)
+def _strip_of(data: bytes) -> np.ndarray:
+    tris = np.frombuffer(data, np.int64).reshape(-1, 3).tolist()
+    owner = {}  # directed edge (u, v) -> the triangle that has it in its cyclic order
+    for t, (a, b, c) in enumerate(tris):
+        owner[a, b] = owner[b, c] = owner[c, a] = t
+    used, out = bytearray(len(tris)), []
+    for start, (a, b, c) in enumerate(tris):
+        if used[start]:
+            continue
+        used[start] = 1
+        strip = [a, b, c]
+        for x, y, z in ((a, b, c), (b, c, a), (c, a, b)):  # a turn that the strip can leave
+            t = owner.get((z, y))
+            if t is not None and not used[t]:
+                strip = [x, y, z]
+                break
+        while True:  # the last triangle is even (as wound) when the strip's length is odd
+            u, v = strip[-1], strip[-2]
+            t = owner.get((u, v) if len(strip) % 2 else (v, u))
+            if t is None or used[t]:
+                break
+            used[t] = 1
+            strip.append(sum(tris[t]) - u - v)  # its third corner
+        if out:
+            out += [out[-1]] * (1 + len(out) % 2) + [strip[0]]
+        out += strip
+    result = np.array(out, np.int64)
+    result.flags.writeable = False
+    return result
 
 
 def _ranges(indices: np.ndarray) -> list[list[int]]:
