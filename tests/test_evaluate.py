@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from bsviz.fer.experiments import ck_experiment, fer2013_experiment
 from bsviz.fer.reports import format_summary, results_table
@@ -28,6 +29,21 @@ def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck, capsys):
     saved = json.loads((tmp_path / "fer" / "summary.json").read_text())
     assert saved["models"]["blendshape"]["test_mae_mean"] == pytest.approx(
         fer["models"]["blendshape"]["test_mae_mean"])
+    # the release: the two-stream run with the best PublicTest accuracy, float16, its card
+    from bsviz.fer.checkpoints import load_checkpoint, model_from_checkpoint
+    from bsviz.ui.cli import main
+
+    runs = [tmp_path / "fer" / "two_stream" / f"seed{s}" for s in (0, 1)]
+    main(["ship", *map(str, runs), "--out", str(tmp_path / "release.pt")])
+    assert json.loads(capsys.readouterr().out)["seed"] in (0, 1)  # the card, printed
+    shipped = load_checkpoint(tmp_path / "release.pt")
+    vals = [json.loads((r / "result.json").read_text())["val_accuracy"] for r in runs]
+    chosen = json.loads((runs[int(vals[1] > vals[0])] / "result.json").read_text())
+    card = shipped["card"]
+    assert card["seed"] == chosen["config"]["seed"] and card["test_accuracy"] == chosen["test_accuracy"]
+    assert card["chosen_from"] == {str(r): v for r, v in zip(runs, vals)}
+    assert all(v.dtype == torch.float16 for v in shipped["model"].values() if v.is_floating_point())
+    assert "optimizer" not in shipped and model_from_checkpoint(shipped).kind == "two_stream"
     # a second call reads the finished runs instead of training again
     mtime = (tmp_path / "fer" / "image" / "seed0" / "best.pt").stat().st_mtime
     fer2013_experiment(base, seeds=[0], fusion_epochs=1)
@@ -127,8 +143,6 @@ def test_eval_synthetic_writes_each_checkpoints_error(tmp_path, tiny_ck, rig):
           "--out", str(tmp_path / "out" / "mae.json")])
     saved = json.loads((tmp_path / "out" / "mae.json").read_text())[model]
     net = model_from_checkpoint(load_checkpoint(model)).float().eval()
-    import torch
-
     with torch.no_grad():
         ours = net.streams()["blendshape"](torch.from_numpy(synth.images / 255).float()).weights
     assert saved["n"] == 12

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bsviz.fer import data as datasets
-from bsviz.fer.checkpoints import load_checkpoint, model_from_checkpoint
+from bsviz.fer.checkpoints import (
+    load_checkpoint,
+    model_from_checkpoint,
+    pack_checkpoint,
+)
 from bsviz.fer.config import TrainConfig
 from bsviz.fer.explain import linear_probe
 from bsviz.fer.labels import load_labels
@@ -86,6 +91,34 @@ def ck_experiment(base: TrainConfig, init_image: str, init_blendshape: str,
             common, kind="two_stream", init_blendshape=init_blendshape,
             out_dir=str(out / "two_stream" / f"fold{fold}")), record["two_stream"]))
     return _summarise("ck+", runs, "fold", folds, out)
+
+
+def ship_best(run_dirs: list[str | Path], out: str | Path) -> dict:
+    """Pack the run with the best validation accuracy (PublicTest on FER2013: the choice
+    sees no test score) among ``run_dirs`` (each holding ``best.pt`` and ``result.json``)
+    into the release file ``out``, with its model card; returns the card."""
+    results = [json.loads((Path(d) / "result.json").read_text()) for d in run_dirs]
+    best = max(range(len(results)), key=lambda i: results[i]["val_accuracy"])
+    result, cfg = results[best], results[best]["config"]
+    card = {
+        "model": f"{cfg['kind']} network, {len(result['classes'])} {cfg['dataset']} classes",
+        "data": f"{cfg['dataset']} train, the photo path's face crops ({cfg['labels']})",
+        "protocol": "best epoch by validation accuracy; the run with the best validation "
+                    f"accuracy of {len(results)}; the test split reported once",
+        "chosen_from": {str(d): r["val_accuracy"] for d, r in zip(run_dirs, results)},
+        "seed": cfg["seed"], "best_epoch": result["best_epoch"],
+        "validation_accuracy": result["val_accuracy"],
+        "test_accuracy": result["test_accuracy"], "test_weight_mae": result.get("test_mae"),
+        "test_accuracy_test_time_flip": result["test_accuracy_flip"],
+        "test_weight_mae_test_time_flip": result.get("test_mae_flip"),
+        "recipe": {k: cfg[k] for k in ("epochs", "optimizer", "lr", "widths", "pool_after",
+                                       "feature_dim", "freeze_epochs", "finetune_lr")},
+        "date": date.today().isoformat(),
+        "inference": "bsviz.fer.predict.Predictor averages each crop with its mirror image "
+                     "(test-time flip) unless flip=False",
+    }
+    pack_checkpoint(Path(run_dirs[best]) / "best.pt", out, card)
+    return card
 
 
 METRICS = ("test_accuracy", "test_mae", "test_accuracy_flip", "test_mae_flip", "val_accuracy",

@@ -459,6 +459,13 @@ def exposure_warning(host: str, share: bool, auth: list[tuple[str, str]]) -> str
             "can use it (add --auth USER:PASSWORD or --auth-file FILE)")
 
 
+def cmd_ship(args) -> None:
+    """Pack the best run by validation accuracy as a release model, with its card."""
+    from bsviz.fer.experiments import ship_best
+
+    print(json.dumps(ship_best(args.runs, args.out), indent=1))
+
+
 def cmd_app(args) -> None:
     auth = parse_auth(args.auth, args.auth_file)
     warning = exposure_warning(args.host, args.share, auth)
@@ -584,6 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/reference/synthetic_mae.json",
                    help="where the errors go (JSON, one entry per checkpoint)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("ship", help="pack the run with the best validation accuracy as a "
+                                    "release model (float16, with its card)")
+    p.add_argument("runs", nargs="+", help="run folders (best.pt, result.json), e.g. "
+                                           "runs/fer2013/two_stream/seed*")
+    p.add_argument("--out", default="models/blendshape_fernet.pt", help="the release file")
+    p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("predict", help="expression and blendshape weights of every face in photos")
     p.add_argument("images", nargs="+", metavar="IMAGE",
