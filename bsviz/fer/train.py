@@ -13,7 +13,10 @@ One function serves the CLI (``bsviz train``), the notebooks and ``torchrun``:
   while the random fusion layer learns (so it cannot wreck the pretrained features), then
   fine-tuned with everything at ``finetune_lr``;
 * the networks read the photo path's face crops from the label file (``labels.Labels.crops``),
-  so a face scores in ``bsviz eval`` as it does through ``bsviz predict``;
+  so a face scores in ``bsviz eval`` as it does through ``bsviz predict``; the blendshape
+  labels are MediaPipe's scores mapped to the rig, or the rig fitted to the landmarks
+  (``blendshape_labels="fit"``), and the blendshape stream can add synthetic renders of the
+  rig with their exact weights (``synth``);
 * the recipe: AdamW or SGD-Nesterov, warm-up then cosine decay, label smoothing, flips and
   small affine jitter, optionally mixup, random erasing and an exponential moving average of
   the weights (which is then what is validated, checkpointed and tested);
