@@ -93,6 +93,10 @@ def ck_experiment(base: TrainConfig, init_image: str, init_blendshape: str,
     return _summarise("ck+", runs, "fold", folds, out)
 
 
+NETWORK_NAMES = {"image": "image stream", "blendshape": "blendshape stream",
+                 "two_stream": "BlendshapeFERNet (two-stream)"}
+
+
 def ship_best(run_dirs: list[str | Path], out: str | Path) -> dict:
     """Pack the run with the best validation accuracy (PublicTest on FER2013: the choice
     sees no test score) among ``run_dirs`` (each holding ``best.pt`` and ``result.json``)
@@ -101,7 +105,8 @@ def ship_best(run_dirs: list[str | Path], out: str | Path) -> dict:
     best = max(range(len(results)), key=lambda i: results[i]["val_accuracy"])
     result, cfg = results[best], results[best]["config"]
     card = {
-        "model": f"{cfg['kind']} network, {len(result['classes'])} {cfg['dataset']} classes",
+        "model": f"{NETWORK_NAMES[cfg['kind']]}, {len(result['classes'])} {cfg['dataset']} "
+                 "classes",
         "data": f"{cfg['dataset']} train, the photo path's face crops ({cfg['labels']})",
         "protocol": "best epoch by validation accuracy; the run with the best validation "
                     f"accuracy of {len(results)}; the test split reported once",
@@ -112,7 +117,8 @@ def ship_best(run_dirs: list[str | Path], out: str | Path) -> dict:
         "test_accuracy_test_time_flip": result["test_accuracy_flip"],
         "test_weight_mae_test_time_flip": result.get("test_mae_flip"),
         "recipe": {k: cfg[k] for k in ("epochs", "optimizer", "lr", "widths", "pool_after",
-                                       "feature_dim", "freeze_epochs", "finetune_lr")},
+                                       "feature_dim", "freeze_epochs", "finetune_lr",
+                                       "init_image", "init_blendshape")},
         "date": date.today().isoformat(),
         "inference": "bsviz.fer.predict.Predictor averages each crop with its mirror image "
                      "(test-time flip) unless flip=False",
