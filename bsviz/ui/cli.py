@@ -403,11 +403,10 @@ def cmd_eval(args) -> None:
 
 def _write_json(path: str | Path, value) -> None:
     """``value`` as indented JSON at ``path`` (written atomically, its folder made)."""
-    from bsviz.files import atomic_path
+    from bsviz.files import write_bytes_atomic
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_text(json.dumps(value, indent=2))
+    write_bytes_atomic(path, json.dumps(value, indent=2).encode())
 
 
 def parse_auth(values: list[str], auth_file: str | None) -> list[tuple[str, str]]:
