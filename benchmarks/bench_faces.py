@@ -3,17 +3,21 @@
     python benchmarks/bench_faces.py [--data-dir ../shared/data] [--every 1] [--candidates]
 
 Prints: the share of images with a face found on CK+ and on each FER2013 split, by what found
-it (the landmarker, then the detector, then the whole small image taken as the crop it is); the share of faces found on composites (dataset faces at 40, 60, 90 and 150 px
-pasted on 1920x1080 and 1280x900 photos of a smooth random background); detection time
-(p50 / p95) on 640x480 and 1920x1080 images; and `bsviz predict DIR` images per second on a
-folder of 400 FER2013 crops, start-up included. ``--candidates`` also measures the detectors
-considered: MediaPipe's landmarker on the whole image (its own short-range detector, what
-bsviz used before) and OpenCV's Haar cascade (``cv2.data``), on the same composites.
+it (the landmarker, then the detector, then the whole small image taken as the crop it is);
+the share of faces found on composites (dataset faces at 40, 60, 90 and 150 px pasted on
+1920x1080 and 1280x900 photos of a smooth random background); detection time (p50 / p95) on
+640x480 and 1920x1080 images, with huge pages for torch's allocator as the `bsviz` command
+has them (``THP_MEM_ALLOC_ENABLE=0`` in the environment: without); and `bsviz predict DIR`
+images per second on a folder of 400 FER2013 crops, start-up included. ``--candidates`` also
+measures the detectors considered: MediaPipe's landmarker on the whole image (its own
+short-range detector, what bsviz used before) and OpenCV's Haar cascade (``cv2.data``), on
+the same composites.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import subprocess
@@ -145,6 +149,8 @@ def main() -> None:
                         help="also measure the detectors considered")
     parser.add_argument("--skip-datasets", action="store_true")
     args = parser.parse_args()
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as `bsviz` sets it, before any tensor
+    print(f"THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']} (huge pages for torch)")
     fer = sorted((args.data_dir / "fer2013" / "test").glob("*/PrivateTest_*.jpg"))
     ck = sorted((args.data_dir / "ck+48").glob("*/*.png"))
     with FaceFinder(max_faces=256) as finder:  # composites hold up to 180 faces

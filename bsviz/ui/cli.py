@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -633,6 +634,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Transparent huge pages for torch's allocator (read at its first allocation, so it must
+    # be set before any tensor exists): each fresh 40 MB tensor costs about 5 ms of page faults
+    # instead of 22 ms (the detector on a 1920x1080 photo: 309 ms instead of 351).
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
