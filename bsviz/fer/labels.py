@@ -115,7 +115,11 @@ class Labels:
     def images(self, paths: list[Path], root: str | Path | None = None) -> np.ndarray:
         """(M, 1, S, S) float32 in [0, 1]: the networks' input for these image files, their
         stored crops (``root`` as for ``rows``)."""
-        return self.crops[self.rows(paths, root), None].astype(np.float32) / 255
+        return self.inputs(self.rows(paths, root))
+
+    def inputs(self, rows: np.ndarray) -> np.ndarray:
+        """(M, 1, S, S) float32 in [0, 1]: the networks' input for these (M,) rows."""
+        return self.crops[rows, None].astype(np.float32) / 255
 
 
 def load_labels(path: str | Path) -> Labels:

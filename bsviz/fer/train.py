@@ -116,7 +116,7 @@ def load_data(cfg: TrainConfig) -> Data:
                          f"(made by `bsviz label --data-dir {root}`)")
     keep = np.concatenate(parts)
     if cfg.labels:  # the photo path's crops
-        images = labels.images([ds.paths[i] for i in keep], root)
+        images = labels.inputs(rows[keep])
     else:
         Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
         images = datasets.load_images([ds.paths[i] for i in keep], cache_dir=cfg.cache_dir)
