@@ -78,9 +78,12 @@ def test_weight_charts_group_shapes_by_region(rig):
     regions = [REGIONS.index(shape_region(rig.names[i])) for i in order]
     assert regions == sorted(regions)
     mediapipe = weights[::-1].copy()
-    ours, theirs = compare_figure(weights, mediapipe, rig.names).data
+    ours, theirs, fitted = compare_figure(weights, mediapipe, rig.names, weights / 2).data
     assert list(ours.x) == [rig.names[i] for i in order]
     np.testing.assert_array_equal(theirs.y, mediapipe[order])
+    np.testing.assert_array_equal(fitted.y, weights[order] / 2)
+    for chart in (fig, compare_figure(weights, mediapipe, rig.names, weights / 2)):
+        go.Figure(chart.to_dict())  # built unchecked, but every property passes plotly's checks
 
 
 def test_timeline_marks_frames_without_a_face(rig):

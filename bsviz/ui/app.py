@@ -52,7 +52,7 @@ from bsviz.rig.export import save_mesh, save_rig_glb
 from bsviz.rig.render import Renderer
 from bsviz.rig.rig import REGIONS, load_rig, shape_region
 from bsviz.ui.plot import compare_figure, timeline_figure, weights_figure
-from bsviz.vision.draw import draw_boxes, draw_mesh
+from bsviz.vision.draw import draw_boxes, draw_mesh, fit_to
 from bsviz.vision.fit import Fit
 from bsviz.vision.faces import NoFaceError
 from bsviz.vision.image import ImageError, read_image
@@ -391,7 +391,7 @@ def on_photo(image: str | np.ndarray | None, heatmap: bool = False) -> tuple:
                         *(f"{name}" for name in choices), *(f"Note: {note}" for note in a.notes)])
     # the photo at SHOW_SIZE, each face's fitted rig drawn where it sits in it, then the boxes
     scale = SHOW_SIZE / max(a.rgb.shape[:2])
-    shown = draw_mesh(a.rgb, np.zeros((0, 3)), engine().skin[:0], size=SHOW_SIZE)
+    shown = fit_to(a.rgb, SHOW_SIZE)
     for p in a.predictions:
         if p.fit is not None:
             shown = draw_mesh(shown, engine().posed(p.fit) * scale, engine().skin,

@@ -83,11 +83,11 @@ def weights_figure(weights: np.ndarray, names: Sequence[str], top: int = 8) -> g
     for region in REGIONS:
         index = [i for i, n in enumerate(names) if shape_region(n) == region]
         if index:
-            bars.append(go.Bar(x=[names[i] for i in index], y=weights[index], name=region,
-                               text=[names[i] if i in named else "" for i in index],
-                               textposition="outside", textangle=-90, cliponaxis=False,
-                               hovertemplate="%{x}: %{y:.2f}<extra></extra>"))
-    return go.Figure(bars, layout={
+            bars.append(dict(x=[names[i] for i in index], y=weights[index], name=region,
+                             text=[names[i] if i in named else "" for i in index],
+                             textposition="outside", textangle=-90, cliponaxis=False,
+                             hovertemplate="%{x}: %{y:.2f}<extra></extra>"))
+    return _bar_figure(bars, layout={
         "height": 330, "margin": {"l": 40, "r": 10, "t": 70, "b": 10}, "bargap": 0.15,
         "title": {"text": f"blendshape weights by region (top {top} named)", "font": {"size": 13}},
         "yaxis": {"range": [0, 1.05], "title": "weight"}, "xaxis": {"showticklabels": False},
@@ -102,18 +102,25 @@ def compare_figure(ours: np.ndarray, mediapipe: np.ndarray | None, names: Sequen
     found no landmarks on the face)."""
     order = by_region(names)
     x = [names[i] for i in order]
-    bars = [go.Bar(x=x, y=ours[order], name="BlendshapeFERNet (ours)")]
+    bars = [dict(x=x, y=ours[order], name="BlendshapeFERNet (ours)")]
     if mediapipe is not None:
-        bars.append(go.Bar(x=x, y=mediapipe[order], name="MediaPipe"))
+        bars.append(dict(x=x, y=mediapipe[order], name="MediaPipe"))
     if fitted is not None:
-        bars.append(go.Bar(x=x, y=fitted[order], name="rig fitted to the landmarks"))
+        bars.append(dict(x=x, y=fitted[order], name="rig fitted to the landmarks"))
     title = "ours vs MediaPipe, same face" if mediapipe is not None else \
         "ours (MediaPipe found no landmarks on this face)"
-    return go.Figure(bars, layout={
+    return _bar_figure(bars, layout={
         "barmode": "group", "height": 330, "margin": {"l": 40, "r": 10, "t": 40, "b": 10},
         "title": {"text": title, "font": {"size": 13}},
         "yaxis": {"range": [0, 1.05]}, "xaxis": {"tickangle": -90, "tickfont": {"size": 8}},
         "legend": {"orientation": "h", "y": 1.12, "font": {"size": 10}}})
+
+
+def _bar_figure(bars: list[dict], layout: dict) -> go.Figure:
+    """A figure of bar traces given as plain dicts, built without plotly checking each property
+    (``tests/test_plot.py`` checks these charts once, validated): the app draws two for every
+    photo, and the checks took 20 of their 26 ms."""
+    return go.Figure([{"type": "bar", **bar} for bar in bars], layout=layout, _validate=False)
 
 
 def timeline_figure(times: np.ndarray, probabilities: np.ndarray, classes: Sequence[str],

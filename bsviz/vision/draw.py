@@ -6,13 +6,21 @@ import cv2
 import numpy as np
 
 
+def fit_to(rgb: np.ndarray, size: int = 512) -> np.ndarray:
+    """(H', W', 3) uint8: ``rgb`` scaled to ``size`` px on its longer side (itself if it is)."""
+    if max(rgb.shape[:2]) == size:
+        return rgb
+    scale = size / max(rgb.shape[:2])
+    return cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
 def draw_boxes(rgb: np.ndarray, boxes: list[np.ndarray], labels: list[str] | None = None,
                size: int = 512, selected: int = 0) -> np.ndarray:
     """(H', W', 3) uint8: ``rgb`` scaled to ``size`` px on its longer side, with each face box
     (x0, y0, x1, y1, in ``rgb``'s pixels) drawn and its label written above it; the
     ``selected`` one in green, the others in yellow."""
     scale = size / max(rgb.shape[:2])
-    shown = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    shown = fit_to(rgb, size).copy()
     thickness = max(1, round(max(shown.shape[:2]) / 200))
     for i, box in enumerate(boxes):
         colour = (0, 220, 0) if i == selected else (240, 200, 0)
@@ -39,7 +47,7 @@ def draw_mesh(rgb: np.ndarray, points: np.ndarray, triangles: np.ndarray,
     triangles : (F, 3) int the triangles to draw
     """
     scale = size / max(rgb.shape[:2])
-    shown = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    shown = fit_to(rgb, size)
     xy = np.asarray(points, np.float64)[:, :2] * scale
     tri = xy[triangles]                                                       # (F, 3, 2)
     # facing the camera: counter-clockwise in the rig, so clockwise with y pointing down
