@@ -8,10 +8,13 @@
    it: upload the image, call ``/analyse``, read the result stream (probabilities, charts,
    the GLB written and its URL; files not downloaded). One client in turn, then a bounded
    load test: N clients for S seconds, each sending its next request when one returns.
+   Each client keeps one Gradio session over its calls, as a browser tab and
+   ``gradio_client.Client`` do (``--new-sessions``: a new one for each call, as bare REST
+   calls without a session hash get; Gradio then builds each session's state afresh).
 
 The machine may be shared: run it nice'd; the load average is printed before and after.
 
-    nice python benchmarks/bench_app.py [--model PATH] [--clients 8] [--seconds 30]
+    nice python benchmarks/bench_app.py [--model PATH] [--clients 8] [--seconds 30] [--new-sessions]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import httpx
@@ -112,20 +116,24 @@ def serve(model: str | None, env: dict[str, str] | None = None, log: Path | None
     sys.exit("the app did not answer within 2 minutes")
 
 
-def analyse(http: httpx.Client, url: str, path: Path) -> None:
-    """One photo through the app: upload, call ``/analyse``, read the result stream."""
+def analyse(http: httpx.Client, url: str, path: Path, session: str | None = None) -> None:
+    """One photo through the app: upload, call ``/analyse``, read the result stream.
+    ``session``: the client's session hash, kept over its calls as a browser and
+    ``gradio_client`` keep theirs; None: each call a new session (a bare REST call)."""
     with open(path, "rb") as f:
         uploaded = http.post(f"{url}gradio_api/upload", files={"files": f}).json()[0]
     data = [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, False]
-    event = http.post(f"{url}gradio_api/call/analyse", json={"data": data}).json()["event_id"]
+    body = {"data": data} if session is None else {"data": data, "session_hash": session}
+    event = http.post(f"{url}gradio_api/call/analyse", json=body).json()["event_id"]
     with http.stream("GET", f"{url}gradio_api/call/analyse/{event}") as response:
         body = "".join(response.iter_text())
     if "event: complete" not in body or "face.glb" not in body or '["Error' in body:
         raise RuntimeError(body[:300])
 
 
-def load_test(url: str, paths: list[Path], clients: int, seconds: float) -> None:
-    """``clients`` threads, each its own client, sending requests back to back."""
+def load_test(url: str, paths: list[Path], clients: int, seconds: float, sessions: bool) -> None:
+    """``clients`` threads, each its own client (with a session of its own if ``sessions``),
+    sending requests back to back."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -133,11 +141,12 @@ def load_test(url: str, paths: list[Path], clients: int, seconds: float) -> None
 
     def run(k: int) -> None:
         http = httpx.Client(timeout=60)
+        session = uuid.uuid4().hex if sessions else None
         i = k
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                analyse(http, url, paths[i % len(paths)])
+                analyse(http, url, paths[i % len(paths)], session)
                 with lock:
                     latencies.append(time.perf_counter() - start)
             except Exception as e:  # noqa: BLE001 (any failure counts as an error)
@@ -167,6 +176,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=5, help="in-process passes over the images")
+    parser.add_argument("--new-sessions", action="store_true",
+                        help="a new Gradio session for each call (a bare REST call), not one a "
+                             "client (a browser tab, a gradio_client.Client)")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} CPUs, niceness {os.nice(0)})")
@@ -177,12 +189,14 @@ def main() -> None:
     url, process = serve(args.model)
     try:
         http = httpx.Client(timeout=60)
-        analyse(http, url, paths[0])  # warm up
-        seconds = [timed(analyse, http, url, paths[i % len(paths)])[1]
+        session = None if args.new_sessions else uuid.uuid4().hex
+        analyse(http, url, paths[0], session)  # warm up
+        seconds = [timed(analyse, http, url, paths[i % len(paths)], session)[1]
                    for i in range(3 * len(paths))]
-        print(f"\nover HTTP, one client, {len(seconds)} requests\n{'':<34} {'p50 ms':>7} "
+        print(f"\nsessions: {'a new one for each call' if args.new_sessions else 'one a client'}"
+              f"\nover HTTP, one client, {len(seconds)} requests\n{'':<34} {'p50 ms':>7} "
               f"{'p95 ms':>7}\n{'end to end (HTTP, one at a time)':<34} {percentiles(seconds)}")
-        load_test(url, paths, args.clients, args.seconds)
+        load_test(url, paths, args.clients, args.seconds, not args.new_sessions)
     finally:
         process.terminate()
         process.wait(timeout=30)
