@@ -65,6 +65,26 @@ def test_resume_continues_the_same_run(tmp_path, tiny_ck):
         torch.testing.assert_close(a[key], b[key])
 
 
+def test_a_run_resumes_from_another_folder_with_the_same_files(tmp_path, tiny_ck, monkeypatch):
+    """A run started from the repository's root with relative paths (the CLI) continues from
+    a notebook's folder with absolute ones; another label file is still refused."""
+    def stop(history):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tiny_ck)
+    relative = cfg(tmp_path, tiny_ck, kind="blendshape", epochs=2, labels="ck.npz")
+    with pytest.raises(KeyboardInterrupt):
+        train(relative, on_epoch=stop)
+    monkeypatch.chdir(tmp_path)
+    absolute = cfg(tmp_path, tiny_ck, kind="blendshape", epochs=2, resume=True,
+                   labels=str(tiny_ck / "ck.npz"))
+    assert [h["epoch"] for h in train(absolute)["history"]] == [1, 2]
+    (tmp_path / "other.npz").write_bytes((tiny_ck / "ck.npz").read_bytes())
+    with pytest.raises(ValueError, match="other labels"):
+        train(cfg(tmp_path, tiny_ck, kind="blendshape", epochs=3, resume=True,
+                  labels="other.npz"))
+
+
 def test_blendshape_and_two_stream_runs(tmp_path, tiny_ck):
     bs = train(cfg(tmp_path / "bs", tiny_ck, kind="blendshape", epochs=2, labels=str(tiny_ck / "ck.npz")))
     assert bs["test_mae"] is not None and 0 < bs["test_mae"] < 0.5

@@ -13,6 +13,7 @@ OPTIMIZERS = ("adamw", "sgd")
 
 # Fields a resumed run may change: where things are and how they are shown, and the epoch count.
 RESUMABLE_CHANGES = ("data_dir", "out_dir", "cache_dir", "resume", "progress", "epochs", "device")
+FILE_FIELDS = ("labels", "synth", "init_image", "init_blendshape")  # the same file, however named
 
 
 @dataclass

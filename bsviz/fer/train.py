@@ -53,7 +53,7 @@ from bsviz.fer.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from bsviz.fer.config import RESUMABLE_CHANGES, TrainConfig
+from bsviz.fer.config import FILE_FIELDS, RESUMABLE_CHANGES, TrainConfig
 from bsviz.fer.labels import load_labels
 from bsviz.fer.models import Network, build_network, training_loss
 from bsviz.fer.reports import confusion_matrix, plot_run
@@ -330,7 +330,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int,
     model = net if world == 1 else torch.nn.parallel.DistributedDataParallel(
         net, device_ids=[device.index] if device.type == "cuda" else None)
     meta = {"kind": net.kind, "config": asdict(cfg), "model_config": asdict(net.cfg),
-            "classes": list(data.classes), "shape_names": list(data.shape_names)}
+            "classes": list(data.classes), "shape_names": list(data.shape_names),
+            "cwd": os.getcwd()}  # what the config's relative paths are relative to
     pretrained = net.pretrained()
     n = len(data.train)
     steps = n // (cfg.batch_size * world) or 1
@@ -405,11 +406,20 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int,
 
 
 def _resumable(path: Path, cfg: TrainConfig) -> dict:
-    """The checkpoint to resume from; CheckpointError if it was made with another config."""
+    """The checkpoint to resume from; CheckpointError if it was made with another config.
+    Input files count as the same when their paths lead to the same place (a run started by
+    the CLI from the repository's root continues from a notebook's absolute paths)."""
     checkpoint = load_checkpoint(path)
     saved, now = checkpoint.get("config", {}), asdict(cfg)
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES
-                     and _plain(saved.get(k)) != _plain(now[k]))
+    then = Path(checkpoint.get("cwd", os.getcwd()))
+
+    def same(key: str) -> bool:
+        old, new = _plain(saved.get(key)), _plain(now[key])
+        if key in FILE_FIELDS and old is not None and new is not None:
+            return (then / old).resolve() == Path(new).resolve()
+        return old == new
+
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and not same(k))
     if changed:
         raise CheckpointError(f"cannot resume from {path}: it was trained with other "
                               f"{', '.join(changed)} (use another --out-dir for a new run)")
