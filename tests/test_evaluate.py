@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -57,6 +58,15 @@ def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck, capsys):
     assert confusion.shape == (7, 7) and ck["classes"][1] == "contempt"
     assert confusion.sum() == sum(r["n_test"] for r in ck["models"]["image"]["runs"])
     assert (tmp_path / "ck" / "confusion_two_stream.png").exists()
+    # one network alone (a recipe study of the image stream): the other is not trained
+    image_only = ck_experiment(replace(ck_base, out_dir=str(tmp_path / "ck_image")),
+                               str(tmp_path / "fer/image/seed0/best.pt"),
+                               str(tmp_path / "fer/blendshape/seed0/best.pt"), folds=[0],
+                               networks=("image",))
+    assert set(image_only["models"]) == {"image"} and "two_stream_minus_image" not in image_only
+    assert sorted(p.name for p in (tmp_path / "ck_image").iterdir() if p.is_dir()) == ["image"]
+    assert image_only["models"]["image"]["runs"][0]["test_accuracy"] == pytest.approx(
+        ck["models"]["image"]["runs"][0]["test_accuracy"])  # the same run, deterministic
     table = results_table([fer, ck])
     assert "two-stream − image" in table and "FaceNet2ExpNet" in table
     assert "two-stream − image, test-time flip" in table

@@ -74,22 +74,22 @@ def fer2013_experiment(base: TrainConfig, seeds: list[int], fusion_epochs: int =
 
 
 def ck_experiment(base: TrainConfig, init_image: str, init_blendshape: str,
-                  folds: list[int] | None = None, records: str | Path | None = None) -> dict:
-    """CK+ subject-independent k-fold: image stream and BlendshapeFERNet, both started from
-    the FER2013-pretrained streams (standing in for the paper's face-recognition
-    pretraining), fine-tuned and tested on each fold. ``records``: as for
-    ``fer2013_experiment`` (``<records>/<kind>-fold<f>.json``)."""
-    out, runs = Path(base.out_dir), {"image": [], "two_stream": []}
+                  folds: list[int] | None = None, records: str | Path | None = None,
+                  networks: tuple[str, ...] = ("image", "two_stream")) -> dict:
+    """CK+ subject-independent k-fold: image stream and BlendshapeFERNet (or one of them,
+    ``networks``), both started from the FER2013-pretrained streams (standing in for the
+    paper's face-recognition pretraining), fine-tuned and tested on each fold. ``records``: as
+    for ``fer2013_experiment`` (``<records>/<kind>-fold<f>.json``)."""
+    out, runs = Path(base.out_dir), {kind: [] for kind in networks}
     folds = list(range(base.n_folds)) if folds is None else folds
     for fold in folds:
         common = replace(base, dataset="ck+", fold=fold, init_image=init_image)
-        record = {kind: Path(records) / f"{kind}-fold{fold}.json" if records else None
-                  for kind in runs}
-        runs["image"].append(run_once(replace(
-            common, kind="image", out_dir=str(out / "image" / f"fold{fold}")), record["image"]))
-        runs["two_stream"].append(run_once(replace(
-            common, kind="two_stream", init_blendshape=init_blendshape,
-            out_dir=str(out / "two_stream" / f"fold{fold}")), record["two_stream"]))
+        for kind in networks:
+            record = Path(records) / f"{kind}-fold{fold}.json" if records else None
+            cfg = replace(common, kind=kind, out_dir=str(out / kind / f"fold{fold}"))
+            if kind == "two_stream":
+                cfg = replace(cfg, init_blendshape=init_blendshape)
+            runs[kind].append(run_once(cfg, record))
     return _summarise("ck+", runs, "fold", folds, out)
 
 

@@ -398,7 +398,7 @@ def cmd_eval(args) -> None:
     else:
         cfg = train_config(args, CK_FIXED)
         summary = experiments.ck_experiment(cfg, args.init_image, args.init_blendshape,
-                                            args.folds, args.records)
+                                            args.folds, args.records, tuple(args.networks))
     print(reports.format_summary(summary))
 
 
@@ -565,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = experiment.add_parser("ck+", help="image and two-stream networks per subject-independent "
                                           "fold, started from FER2013 streams")
     p.add_argument("--folds", type=int, nargs="+", help="folds (default: all)")
+    p.add_argument("--networks", nargs="+", choices=("image", "two_stream"),
+                   default=["image", "two_stream"], help="the networks trained per fold")
     p.add_argument("--records", help=RECORDS_HELP)
     p.add_argument("--config", help="a JSON file of TrainConfig fields (flags override it)")
     _add_config_flags(p, CK_FIXED)
