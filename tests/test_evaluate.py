@@ -74,7 +74,8 @@ def test_fer2013_then_ck_experiments(tmp_path, tiny_fer, tiny_ck, capsys):
     # the README's table, from the summaries' JSON on the command line
     from bsviz.ui.cli import main
 
-    (tmp_path / "ref.json").write_text(json.dumps({"ck+ mediapipe": {"accuracy": 0.5}}))
+    (tmp_path / "ref.json").write_text(json.dumps({"command": "bsviz eval reference ...",
+                                                   "ck+ mediapipe": {"accuracy": 0.5}}))
     main(["eval", "table", str(tmp_path / "fer" / "summary.json"),
           str(tmp_path / "ck" / "summary.json"), "--reference", str(tmp_path / "ref.json")])
     printed = capsys.readouterr().out

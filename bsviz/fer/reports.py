@@ -80,6 +80,8 @@ def results_table(summaries: list[dict], reference: dict | None = None) -> str:
                 rows.append(f"| {protocol} | two-stream − image{note} | {_points(gain)} | | "
                             "paper: about +0.5 points |")
     for name, value in (reference or {}).items():
+        if not isinstance(value, dict):  # e.g. the "command" that made it
+            continue
         acc = (_percent(value, "accuracy") if "accuracy_mean" in value
                else f"{100 * value['accuracy']:.2f} %")
         dataset, feature = name.split(" ", 1)
