@@ -123,12 +123,12 @@ def analyse(http: httpx.Client, url: str, path: Path, session: str | None = None
     with open(path, "rb") as f:
         uploaded = http.post(f"{url}gradio_api/upload", files={"files": f}).json()[0]
     data = [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, False]
-    body = {"data": data} if session is None else {"data": data, "session_hash": session}
-    event = http.post(f"{url}gradio_api/call/analyse", json=body).json()["event_id"]
+    request = {"data": data} if session is None else {"data": data, "session_hash": session}
+    event = http.post(f"{url}gradio_api/call/analyse", json=request).json()["event_id"]
     with http.stream("GET", f"{url}gradio_api/call/analyse/{event}") as response:
-        body = "".join(response.iter_text())
-    if "event: complete" not in body or "face.glb" not in body or '["Error' in body:
-        raise RuntimeError(body[:300])
+        stream = "".join(response.iter_text())
+    if "event: complete" not in stream or "face.glb" not in stream or '["Error' in stream:
+        raise RuntimeError(stream[:300])
 
 
 def load_test(url: str, paths: list[Path], clients: int, seconds: float, sessions: bool) -> None:
