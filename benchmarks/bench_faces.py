@@ -1,11 +1,14 @@
 """Face finding as users meet it: which faces are found, how fast, and through `bsviz predict`.
 
     python benchmarks/bench_faces.py [--data-dir ../shared/data] [--every 1] [--candidates]
+                                     [--skip-datasets] [--only composites timing ...]
 
 Prints: the share of images with a face found on CK+ and on each FER2013 split, by what found
 it (the landmarker, then the detector, then the whole small image taken as the crop it is);
 the share of faces found on composites (dataset faces at 40, 60, 90 and 150 px pasted on
-1920x1080 and 1280x900 photos of a smooth random background); detection time (p50 / p95) on
+1920x1080 and 1280x900 photos of a smooth random background), of all the faces placed and of
+those found when pasted alone at 150 px (some dataset crops are no face to any detector: a hand
+over it, a forehead, a drawing); detection time (p50 / p95) on
 640x480 and 1920x1080 images, with huge pages for torch's allocator as the `bsviz` command
 has them (``THP_MEM_ALLOC_ENABLE=0`` in the environment: without); and `bsviz predict DIR`
 images per second on a folder of 400 FER2013 crops, start-up included. ``--candidates`` also
@@ -35,26 +38,45 @@ from bsviz.vision.faces import FaceFinder
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIZES = (40, 60, 90, 150)
+PARTS = ["composites", "timing", "datasets", "predict"]
+
+
+def background(width: int, height: int, seed: int) -> np.ndarray:
+    """A smooth random photo background, (height, width, 3) uint8."""
+    noise = np.random.default_rng(seed).integers(70, 190, (height // 16, width // 16, 3))
+    canvas = cv2.resize(noise.astype(np.uint8), (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.GaussianBlur(canvas, (0, 0), 4)
+
+
+def paste(canvas: np.ndarray, path: Path, x0: int, y0: int, size: int) -> tuple:
+    """The dataset face at ``path`` pasted at (x0, y0), ``size`` px square; its box."""
+    face = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
+    canvas[y0:y0 + size, x0:x0 + size] = np.asarray(face)
+    return x0, y0, x0 + size, y0 + size
 
 
 def composite(paths: list[Path], size: int, width: int, height: int, seed: int
-              ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+              ) -> tuple[np.ndarray, list[tuple[int, int, int, int]], list[Path]]:
     """Dataset faces of ``size`` px in a grid with random jitter on a smooth random background
-    of width x height, and their boxes."""
+    of width x height, their boxes and the images they came from."""
     rng = random.Random(seed)
-    noise = np.random.default_rng(seed).integers(70, 190, (height // 16, width // 16, 3))
-    canvas = cv2.resize(noise.astype(np.uint8), (width, height), interpolation=cv2.INTER_CUBIC)
-    canvas = cv2.GaussianBlur(canvas, (0, 0), 4)
-    boxes, step = [], int(size * 2.6)
+    canvas = background(width, height, seed)
+    boxes, sources, step = [], [], int(size * 2.6)
     for y in range(10, height - size - 10, step):
         for x in range(10, width - size - 10, step):
             dx, dy = rng.randint(0, step - size), rng.randint(0, step - size)
-            x0, y0 = min(x + dx, width - size), min(y + dy, height - size)
-            face = Image.open(rng.choice(paths)).convert("RGB").resize((size, size),
-                                                                      Image.BICUBIC)
-            canvas[y0:y0 + size, x0:x0 + size] = np.asarray(face)
-            boxes.append((x0, y0, x0 + size, y0 + size))
-    return canvas, boxes
+            sources.append(rng.choice(paths))
+            boxes.append(paste(canvas, sources[-1], min(x + dx, width - size),
+                               min(y + dy, height - size), size))
+    return canvas, boxes, sources
+
+
+def found_alone(finder: FaceFinder, path: Path, size: int = 150) -> bool:
+    """Whether the face at ``path``, pasted alone at ``size`` px on a 640x480 background, is
+    found: the faces a detector can find at all, whatever their size."""
+    canvas = background(640, 480, seed=1)
+    box = paste(canvas, path, 200, 100, size)
+    return found([box], [f.box for f in finder.find_all(canvas)]) == 1
 
 
 def found(placed: list[tuple], boxes: list[np.ndarray]) -> int:
@@ -94,24 +116,31 @@ def composites(finder: FaceFinder, pool: list[Path], candidates: bool) -> None:
         methods["OpenCV Haar (frontalface_alt2)"] = lambda rgb: [
             np.r_[x, y, x + w, y + h] for x, y, w, h in haar.detectMultiScale(
                 cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 1.1, 3, minSize=(32, 32))]
-    print("\nfaces found on composites (found / placed, and time per image)")
+    findable: dict[Path, bool] = {}
+    print("\nfaces found on composites (found / placed; found / those found alone at 150 px; "
+          "time per image)")
     for (width, height) in ((1280, 900), (1920, 1080)):
         for size in SIZES:
-            canvas, placed = composite(pool, size, width, height, seed=size)
+            canvas, placed, sources = composite(pool, size, width, height, seed=size)
+            for path in sources:
+                if path not in findable:
+                    findable[path] = found_alone(finder, path)
+            alone = [box for box, path in zip(placed, sources) if findable[path]]
             for name, method in methods.items():
                 start = time.perf_counter()
                 boxes = method(canvas)
                 ms = 1000 * (time.perf_counter() - start)
-                hit = found(placed, boxes)
+                hit, hit_alone = found(placed, boxes), found(alone, boxes)
                 print(f"  {width}x{height} {size:>3} px  {name:<31} {hit:>3} / {len(placed):<3} "
-                      f"({hit / len(placed):6.1%}), {len(boxes) - hit:>2} other boxes, "
+                      f"({hit / len(placed):6.1%}); {hit_alone:>3} / {len(alone):<3} "
+                      f"({hit_alone / len(alone):6.1%}); {len(boxes) - hit:>2} other boxes, "
                       f"{ms:6.0f} ms")
 
 
 def detection_time(finder: FaceFinder, pool: list[Path], repeats: int = 15) -> None:
     print("\ndetection (BlazeFace pyramid) time, p50 / p95")
     for width, height in ((640, 480), (1920, 1080)):
-        canvas, _ = composite(pool, 90, width, height, seed=1)
+        canvas, _, _ = composite(pool, 90, width, height, seed=1)
         finder.detector.detect(canvas)
         times = []
         for _ in range(repeats):
@@ -148,17 +177,23 @@ def main() -> None:
     parser.add_argument("--candidates", action="store_true",
                         help="also measure the detectors considered")
     parser.add_argument("--skip-datasets", action="store_true")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=PARTS,
+                        help="run only these parts (composites: no timing)")
     args = parser.parse_args()
+    parts = set(args.only) - ({"datasets"} if args.skip_datasets else set())
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as `bsviz` sets it, before any tensor
     print(f"THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']} (huge pages for torch)")
     fer = sorted((args.data_dir / "fer2013" / "test").glob("*/PrivateTest_*.jpg"))
     ck = sorted((args.data_dir / "ck+48").glob("*/*.png"))
     with FaceFinder(max_faces=256) as finder:  # composites hold up to 180 faces
-        composites(finder, ck + fer, args.candidates)
-        detection_time(finder, ck + fer)
-        if not args.skip_datasets:
+        if "composites" in parts:
+            composites(finder, ck + fer, args.candidates)
+        if "timing" in parts:
+            detection_time(finder, ck + fer)
+        if "datasets" in parts:
             datasets(finder, args.data_dir, args.every)
-    predict_folder(fer[::3])
+    if "predict" in parts:
+        predict_folder(fer[::3])
 
 
 if __name__ == "__main__":
