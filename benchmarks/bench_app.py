@@ -11,6 +11,11 @@
    Each client keeps one Gradio session over its calls, as a browser tab and
    ``gradio_client.Client`` do (``--new-sessions``: a new one for each call, as bare REST
    calls without a session hash get; Gradio then builds each session's state afresh).
+   The server runs with Gradio's own profiler (``GRADIO_PROFILING=1``), whose phases are
+   printed after each part: waiting in the queue, Gradio's pre-processing (the upload
+   moved into its cache), our handler, its post-processing (61 outputs: the images and GLB
+   moved into the cache, the charts and sliders serialised) and their total; the rest of
+   the end-to-end time is the three HTTP requests themselves (upload, call, result stream).
 
 The machine may be shared: run it nice'd; the load average is printed before and after.
 
@@ -131,6 +136,22 @@ def analyse(http: httpx.Client, url: str, path: Path, session: str | None = None
         raise RuntimeError(stream[:300])
 
 
+PHASES = {"queue_wait": "server: waiting in the queue", "preprocess": "server: pre-processing",
+          "fn_call": "server: our handler", "postprocess": "server: post-processing",
+          "total": "server: all of the event"}
+
+
+def server_phases(http: httpx.Client, url: str) -> None:
+    """Print the server's own per-phase p50 / p95 for the events since the last call (Gradio's
+    profiler), then clear them."""
+    summary = http.get(f"{url}gradio_api/profiling/summary").json()
+    for phase, name in PHASES.items():
+        ms = summary["phases"].get(phase)
+        if ms:
+            print(f"{name:<34} {ms['p50']:7.1f} {ms['p95']:7.1f}")
+    http.post(f"{url}gradio_api/profiling/clear")
+
+
 def load_test(url: str, paths: list[Path], clients: int, seconds: float, sessions: bool) -> None:
     """``clients`` threads, each its own client (with a session of its own if ``sessions``),
     sending requests back to back."""
@@ -166,6 +187,7 @@ def load_test(url: str, paths: list[Path], clients: int, seconds: float, session
           f"requests {len(latencies)}  errors {len(errors)}  throughput "
           f"{len(latencies) / wall:.1f}/s\n{'':<34} {'p50 ms':>7} {'p95 ms':>7}\n"
           f"{'end to end (HTTP, under load)':<34} {percentiles(latencies)}")
+    server_phases(httpx.Client(timeout=60), url)
     for e in sorted(set(errors))[:5]:
         print(f"  error: {e}")
 
@@ -186,16 +208,18 @@ def main() -> None:
     app.load(args.model)
     torch.set_num_threads(app.TORCH_THREADS)  # as the server runs
     stages(paths, args.rounds)
-    url, process = serve(args.model)
+    url, process = serve(args.model, env={**os.environ, "GRADIO_PROFILING": "1"})
     try:
         http = httpx.Client(timeout=60)
         session = None if args.new_sessions else uuid.uuid4().hex
         analyse(http, url, paths[0], session)  # warm up
+        http.post(f"{url}gradio_api/profiling/clear")
         seconds = [timed(analyse, http, url, paths[i % len(paths)], session)[1]
                    for i in range(3 * len(paths))]
         print(f"\nsessions: {'a new one for each call' if args.new_sessions else 'one a client'}"
               f"\nover HTTP, one client, {len(seconds)} requests\n{'':<34} {'p50 ms':>7} "
               f"{'p95 ms':>7}\n{'end to end (HTTP, one at a time)':<34} {percentiles(seconds)}")
+        server_phases(http, url)
         load_test(url, paths, args.clients, args.seconds, not args.new_sessions)
     finally:
         process.terminate()
