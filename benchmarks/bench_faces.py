@@ -8,7 +8,7 @@ it (the landmarker, then the detector, then the whole small image taken as the c
 the share of faces found on composites (dataset faces at 40, 60, 90 and 150 px pasted on
 1920x1080 and 1280x900 photos of a smooth random background), of all the faces placed and of
 those found when pasted alone at 150 px (some dataset crops are no face to any detector: a hand
-over it, a forehead, a drawing); detection time (p50 / p95) on
+over it, a line drawing, a posterised profile); detection time (p50 / p95) on
 640x480 and 1920x1080 images, with huge pages for torch's allocator as the `bsviz` command
 has them (``THP_MEM_ALLOC_ENABLE=0`` in the environment: without); and `bsviz predict DIR`
 images per second on a folder of 400 FER2013 crops, start-up included. ``--candidates`` also
@@ -178,7 +178,8 @@ def main() -> None:
                         help="also measure the detectors considered")
     parser.add_argument("--skip-datasets", action="store_true")
     parser.add_argument("--only", nargs="+", choices=PARTS, default=PARTS,
-                        help="run only these parts (composites: no timing)")
+                        help="run only these parts (composites and datasets count faces, timing and "
+                             "predict time them; a loaded machine skews only the last two)")
     args = parser.parse_args()
     parts = set(args.only) - ({"datasets"} if args.skip_datasets else set())
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as `bsviz` sets it, before any tensor
