@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in notebooks (cleared after each epoch), text on the CLI
 
 from bsviz.fer import data as datasets
 from bsviz.fer.augment import augment, erase, mixup
