@@ -187,7 +187,8 @@ def load_test(url: str, paths: list[Path], clients: int, seconds: float, session
           f"requests {len(latencies)}  errors {len(errors)}  throughput "
           f"{len(latencies) / wall:.1f}/s\n{'':<34} {'p50 ms':>7} {'p95 ms':>7}\n"
           f"{'end to end (HTTP, under load)':<34} {percentiles(latencies)}")
-    server_phases(httpx.Client(timeout=60), url)
+    with httpx.Client(timeout=60) as http:
+        server_phases(http, url)
     for e in sorted(set(errors))[:5]:
         print(f"  error: {e}")
 
