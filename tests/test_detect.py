@@ -1,16 +1,12 @@
-"""BlazeFace over an image pyramid: the same network as the bundle's TFLite file, faces found
+"""BlazeFace over an image pyramid: the bundle's TFLite file at any input size, faces found
 at any size and position."""
 
-import zipfile
-
-import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from bsviz.assets import example_paths, landmarker_path
-from bsviz.vision.detect import BlazeFace, FaceDetector
+from bsviz.assets import example_paths
+from bsviz.vision.detect import FaceDetector, read_blazeface, run_heads
 
 
 @pytest.fixture(scope="module")
@@ -22,21 +18,22 @@ def face_image(size: int = 128) -> np.ndarray:
     return np.asarray(Image.open(example_paths()[0]).convert("RGB").resize((size, size)))
 
 
-def test_torch_network_equals_the_bundles_tflite_run_by_opencv(detector):
-    """OpenCV's own TFLite runtime on the bundle's face_detector.tflite is the reference."""
-    tflite = zipfile.ZipFile(landmarker_path()).read("face_detector.tflite")
-    net = cv2.dnn.readNetFromTFLite(np.frombuffer(tflite, np.uint8))
-    x = (face_image().astype(np.float32) / 127.5 - 1).transpose(2, 0, 1)[None].copy()
-    net.setInput(x)
+def test_the_heads_read_at_any_size_are_the_graphs_own_anchors_at_128_px():
+    """At the graph's own 128x128 input its final outputs (896 anchors) are the reference for
+    the heads ``run_heads`` reads before that fixed-size reshape."""
+    net = read_blazeface()
+    x = face_image().astype(np.float32) / 127.5 - 1
+    s8, b8, s16, b16 = run_heads(net, x)
+    net.setInput(x.transpose(2, 0, 1)[None].copy())
     regressors, classificators = net.forward(["regressors", "classificators"])
-    with torch.no_grad():
-        s8, b8, s16, b16 = detector.net(torch.from_numpy(x))
-    scores = torch.cat([s8.reshape(1, -1), s16.reshape(1, -1)], 1).numpy()
-    boxes = torch.cat([b8.reshape(1, -1, 16), b16.reshape(1, -1, 16)], 1).numpy()
+    scores = np.concatenate([s8.reshape(1, -1), s16.reshape(1, -1)], 1)
+    boxes = np.concatenate([b8.reshape(1, -1, 16), b16.reshape(1, -1, 16)], 1)
+    assert s8.shape == (16, 16, 2) and b16.shape == (8, 8, 6, 16)
     assert scores.shape == (1, 896) and classificators.max() > 0  # the face scores high
-    np.testing.assert_allclose(scores, classificators.reshape(1, -1), atol=2e-3)
-    np.testing.assert_allclose(boxes, regressors, atol=2e-3)
-    assert isinstance(BlazeFace.from_bundle(), BlazeFace)
+    np.testing.assert_allclose(scores, classificators.reshape(1, -1), atol=1e-5)
+    np.testing.assert_allclose(boxes, regressors.reshape(1, -1, 16), atol=1e-5)
+    s8, _, s16, _ = run_heads(net, np.zeros((272, 480, 3), np.float32))  # any multiple of 16
+    assert s8.shape == (34, 60, 2) and s16.shape == (17, 30, 6)
 
 
 def test_a_small_face_anywhere_in_a_large_photo_is_found(detector):

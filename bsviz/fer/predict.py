@@ -3,7 +3,8 @@
 ``Predictor`` loads a trained network (by default the shipped BlendshapeFERNet) once and owns
 a ``FaceFinder``; ``predict(image)`` finds the face with MediaPipe, crops it the way the
 training images are framed, and runs the network. The app, the CLI and the notebooks all go
-through here. No training code is imported.
+through here. Neither training code nor torch is imported: the network runs in numpy
+(``numpy_net``), so ``bsviz predict`` gives its first result in about a second.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
+from threadpoolctl import ThreadpoolController
 
 from bsviz.assets import model_path as shipped_model
-from bsviz.fer.checkpoints import load_checkpoint, model_from_checkpoint
+from bsviz.fer.checkpoints import read_checkpoint
+from bsviz.fer.numpy_net import NumpyNet
 from bsviz.rig.rig import load_rig, mirror_permutation
 from bsviz.vision.faces import Face, FaceFinder
 from bsviz.vision.fit import Fit, LandmarkFitter
@@ -86,18 +88,15 @@ class Predictor:
     (``vision.fit``: head pose, expression and identity weights, NME).
     """
 
-    def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
-                 flip: bool = True, fit: bool = True):
+    def __init__(self, model_path: str | Path | None = None, flip: bool = True, fit: bool = True):
         self.path = Path(model_path) if model_path else shipped_model()
-        checkpoint = load_checkpoint(self.path)
+        checkpoint = read_checkpoint(self.path)
         self.kind = checkpoint["kind"]
         self.classes = tuple(checkpoint["classes"])
         self.shape_names = tuple(checkpoint["shape_names"])
-        # channels-last: ~30 % less time per face on the CPU (oneDNN's preferred layout)
-        self.model = model_from_checkpoint(checkpoint).float().to(
-            device, memory_format=torch.channels_last)
-        self.image_size = next(iter(self.model.streams().values())).cfg.image_size
-        self.device = torch.device(device)
+        self.net = NumpyNet(checkpoint)
+        self._blas = ThreadpoolController()  # numpy's BLAS, run on one thread in predict_many
+        self.image_size = self.net.image_size
         self.card = checkpoint.get("card", {})
         self.flip = flip
         self.mirror = mirror_permutation(self.shape_names)
@@ -129,21 +128,22 @@ class Predictor:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @torch.no_grad()
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Network outputs for aligned grayscale crops (N, S, S) in [0, 1]:
         probabilities (N, C) (NaN for a blendshape-only model) and weights (N, K) (None for an
         image-only model)."""
-        x = torch.as_tensor(np.asarray(crops, np.float32)[:, None], device=self.device)
+        x = np.asarray(crops, np.float32)
         n = len(x)
-        out = self.model(torch.cat([x, x.flip(3)]) if self.flip else x)
-        weights = out.weights
-        probabilities = (torch.full((len(weights), len(self.classes)), torch.nan)
-                         if out.logits is None else torch.softmax(out.logits, 1))
+        logits, weights = self.net(np.concatenate([x, x[:, :, ::-1]]) if self.flip else x)
+        if logits is None:
+            probabilities = np.full((len(weights), len(self.classes)), np.nan, np.float32)
+        else:
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            probabilities = e / e.sum(1, keepdims=True)
         if self.flip:
             probabilities = (probabilities[:n] + probabilities[n:]) / 2
             weights = None if weights is None else (weights[:n] + weights[n:, self.mirror]) / 2
-        return probabilities.cpu().numpy(), None if weights is None else weights.cpu().numpy()
+        return probabilities, weights
 
     def predict(self, image: ImageSource, whole_crops: bool = True) -> Prediction:
         """Find the (largest) face in ``image`` (a path, PIL image or array) and classify it.
@@ -164,8 +164,9 @@ class Predictor:
         """``predict_all`` for each of ``images`` in turn: yields its predictions, or the
         ``ImageError`` / ``OSError`` that opening it raised. The faces of the next ``ahead``
         images are found (MediaPipe) in a background thread while the networks and the fit run
-        on this one's: about 1.5x the images per second of a ``predict_all`` loop on 2 cores
-        (benchmarks/bench_faces.py)."""
+        on this one's, with one BLAS thread (OpenBLAS's spinning second thread would take the
+        finder's core: 200 FER2013 crops took 10.6 s with it, 7.1 s without): about 1.5x the
+        images per second of a ``predict_all`` loop on 2 cores (benchmarks/bench_faces.py)."""
         finder, images = self.finder, iter(images)
 
         def find(image: ImageSource) -> list[Face] | Exception:
@@ -179,7 +180,12 @@ class Predictor:
             while pending:
                 found = pending.popleft().result()
                 pending.extend(pool.submit(find, image) for image in itertools.islice(images, 1))
-                yield found if isinstance(found, Exception) else self._classify(found)
+                if isinstance(found, Exception):
+                    yield found
+                    continue
+                with self._blas.limit(limits=1, user_api="blas"):
+                    predictions = self._classify(found)
+                yield predictions
 
     def _classify(self, found: list[Face]) -> list[Prediction]:
         if not found:

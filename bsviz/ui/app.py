@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+import cv2
 import gradio as gr
 import numpy as np
-import torch
+from threadpoolctl import threadpool_limits
 
 from bsviz.assets import example_paths
 from bsviz.fer.predict import Prediction, Predictor
@@ -53,8 +54,8 @@ from bsviz.rig.render import Renderer
 from bsviz.rig.rig import REGIONS, load_rig, shape_region
 from bsviz.ui.plot import compare_figure, timeline_figure, weights_figure
 from bsviz.vision.draw import draw_boxes, draw_mesh, fit_to
-from bsviz.vision.fit import Fit
 from bsviz.vision.faces import NoFaceError
+from bsviz.vision.fit import Fit
 from bsviz.vision.image import ImageError, read_image
 from bsviz.vision.video import MAX_FRAMES, SMOOTHING, VideoFrames, smooth
 
@@ -74,7 +75,7 @@ MAX_FILE_SIZE = "25mb"   # uploads larger than this are refused by Gradio
 SHOW_SIZE = 512          # px; longer side of the image shown back with its face box
 STILL_SIZE = 320         # px; the rendered still
 CONCURRENCY = 2          # requests worked on at once (queued beyond); videos: one at a time
-TORCH_THREADS = 1        # per request: with CONCURRENCY requests at once, more threads contend
+THREADS = 1              # OpenCV's and BLAS's per request: with CONCURRENCY at once, more contend
 QUEUE = {"concurrency_id": "photo"}
 
 
@@ -651,7 +652,8 @@ def launch(host: str = "127.0.0.1", port: int | None = None, share: bool = False
     Returns the running Blocks.
     """
     _tune_malloc()
-    torch.set_num_threads(TORCH_THREADS)
+    cv2.setNumThreads(THREADS)
+    threadpool_limits(THREADS, user_api="blas")
     served = load(model)
     os.environ["GRADIO_TEMP_DIR"] = str(served.out_dir)  # uploads too; read when serving starts
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"

@@ -3,12 +3,13 @@
 The landmarker bundle (``face_landmarker.task``) carries BlazeFace short-range
 (``face_detector.tflite``), which MediaPipe runs on the whole image squeezed to 128x128 px:
 it finds faces that fill a quarter of the frame or more, a selfie's, not a group photo's.
-BlazeFace is fully convolutional up to its heads, so here its weights (read from the bundle
-with OpenCV's TFLite importer) run in torch over the whole image at native resolution and
-at scales a third apart: every 8 px (16 px for the larger anchors) of every level is an
-anchor, exactly as one 128 px tile would see it, so faces of about 26-100 px are found at each
-level (a range wider than the step), 40 px and up over the pyramid, in one pass per level
-instead of hundreds of tiles.
+BlazeFace is fully convolutional up to its heads, so here OpenCV's TFLite runtime runs the
+bundle's file on the whole image at native resolution and at scales a third apart, and reads
+the four heads before the graph's fixed 896-anchor reshape: every 8 px (16 px for the larger
+anchors) of every level is an anchor, exactly as one 128 px tile would see it, so faces of
+about 26-100 px are found at each level (a range wider than the step), 40 px and up over the
+pyramid, in one pass per level instead of hundreds of tiles. No torch: ``bsviz predict``
+starts without it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from bsviz.assets import landmarker_path
 
@@ -31,78 +29,25 @@ NMS_IOU = 0.3        # boxes overlapping more than this are one face
 LEVEL_STEP = 3       # each pyramid level this many times smaller than the last: halving took
                      # 335 ms against 276 (p50, 1920x1080) and found 385 of 420 composite faces
                      # of 70-420 px against 383 (bench_faces' composites, found by find_all)
-# (channels in, channels out, stride) of the 16 BlazeBlocks after the first 5x5 convolution.
-BLOCKS = ((24, 24, 1), (24, 28, 1), (28, 32, 2), (32, 36, 1), (36, 42, 1), (42, 48, 2),
-          (48, 56, 1), (56, 64, 1), (64, 72, 1), (72, 80, 1), (80, 88, 1),
-          (88, 96, 2), (96, 96, 1), (96, 96, 1), (96, 96, 1), (96, 96, 1))
+HEADS = ("classificator_8", "regressor_8", "classificator_16", "regressor_16")
 
 
-def _wide(channels: int) -> int:
-    """Channels rounded up to a multiple of 8, the block of channels oneDNN's AVX2 kernels work
-    in (with the padding-free stride-2 kernels, 7-10 % faster in interleaved runs; each alone
-    was not measured). The added channels have zero weights, so they stay zero and the network
-    computes the same."""
-    return -(-channels // 8) * 8
+def read_blazeface(bundle: str | Path | None = None) -> cv2.dnn.Net:
+    """The bundle's ``face_detector.tflite`` as an OpenCV network (any input size that is a
+    multiple of 16: (1, 3, H, W) float32 in [-1, 1])."""
+    bundle = landmarker_path() if bundle is None else Path(bundle)
+    with zipfile.ZipFile(bundle) as z:
+        tflite = np.frombuffer(z.read("face_detector.tflite"), np.uint8)
+    return cv2.dnn.readNetFromTFLite(tflite)
 
 
-class BlazeFace(nn.Module):
-    """BlazeFace short-range as a fully convolutional network.
-
-    forward(images (B, 3, H, W) float in [-1, 1], H and W multiples of 16) ->
-    scores8 (B, H/8, W/8, 2), boxes8 (B, H/8, W/8, 2, 16), scores16 (B, H/16, W/16, 6),
-    boxes16 (B, H/16, W/16, 6, 16): raw logits and box regressions per anchor.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        # TFLite's SAME padding at stride 2 (none before, the rest after) as a kernel one larger
-        # whose leading row and column are zero, with symmetric padding: no padded copy
-        self.first = nn.Conv2d(3, 24, 6, stride=2, padding=2)
-        self.depthwise = nn.ModuleList(nn.Conv2d(_wide(i), _wide(i), 3 + (s == 2), stride=s,
-                                                 padding=1, groups=_wide(i)) for i, _, s in BLOCKS)
-        self.pointwise = nn.ModuleList(nn.Conv2d(_wide(i), _wide(o), 1) for i, o, _ in BLOCKS)
-        self.classify8, self.classify16 = nn.Conv2d(88, 2, 1), nn.Conv2d(96, 6, 1)
-        self.regress8, self.regress16 = nn.Conv2d(88, 32, 1), nn.Conv2d(96, 96, 1)
-
-    def forward(self, x: torch.Tensor):
-        x = self.first(x).relu_()
-        for k, ((_, _, s), dw, pw) in enumerate(zip(BLOCKS, self.depthwise, self.pointwise)):
-            out = pw(dw(x))
-            if s == 2:
-                x = F.max_pool2d(x, 2)
-            out[:, :x.shape[1]] += x  # the skip connection, zero-padded to the new channels
-            x = out.relu_()
-            if k == 10:
-                fine = x  # stride 8, 88 channels
-        b, _, h8, w8 = fine.shape
-        h16, w16 = x.shape[2:]
-        nhwc = lambda t: t.permute(0, 2, 3, 1)  # noqa: E731 (anchors in TFLite's order)
-        return (nhwc(self.classify8(fine)), nhwc(self.regress8(fine)).reshape(b, h8, w8, 2, 16),
-                nhwc(self.classify16(x)), nhwc(self.regress16(x)).reshape(b, h16, w16, 6, 16))
-
-    @classmethod
-    def from_bundle(cls, bundle: str | Path | None = None) -> BlazeFace:
-        """The network with the weights of the landmarker bundle's ``face_detector.tflite``."""
-        bundle = landmarker_path() if bundle is None else Path(bundle)
-        with zipfile.ZipFile(bundle) as z:
-            tflite = np.frombuffer(z.read("face_detector.tflite"), np.uint8)
-        net = cv2.dnn.readNetFromTFLite(tflite)
-        names = ["conv2d"] + [n for k in range(16) for n in (
-            "depthwise_conv2d" + (f"_{k}" if k else ""), f"conv2d_{k + 1}")] + [
-            "classificator_8", "classificator_16", "regressor_8", "regressor_16"]
-        model = cls()
-        convs = [model.first] + [c for pair in zip(model.depthwise, model.pointwise)
-                                 for c in pair] + [model.classify8, model.classify16,
-                                                   model.regress8, model.regress16]
-        with torch.no_grad():
-            for name, conv in zip(names, convs):
-                weight, bias = net.getLayer(name).blobs
-                k = conv.kernel_size[0] - (conv.stride[0] == 2)  # the bundle's kernel size
-                weight = torch.from_numpy(weight).reshape(bias.size, -1, k, k)
-                conv.weight.zero_()[:bias.size, :weight.shape[1], -k:, -k:] = weight
-                conv.bias.zero_()[:bias.size] = torch.from_numpy(bias).reshape(-1)
-        # channels-last: oneDNN runs the depthwise convolutions about twice as fast so
-        return model.eval().to(memory_format=torch.channels_last)
+def run_heads(net: cv2.dnn.Net, image: np.ndarray) -> list[np.ndarray]:
+    """BlazeFace's raw heads for one image (H, W, 3) float32 in [-1, 1], H and W multiples of
+    16: scores8 (H/8, W/8, 2), boxes8 (H/8, W/8, 2, 16), scores16 (H/16, W/16, 6),
+    boxes16 (H/16, W/16, 6, 16), logits and box regressions per anchor in TFLite's order."""
+    net.setInput(np.ascontiguousarray(image.transpose(2, 0, 1))[None])
+    s8, b8, s16, b16 = (out[0][0].transpose(1, 2, 0) for out in net.forwardAndRetrieve(HEADS))
+    return [s8, b8.reshape(*b8.shape[:2], 2, 16), s16, b16.reshape(*b16.shape[:2], 6, 16)]
 
 
 @dataclass
@@ -125,10 +70,9 @@ class FaceDetector:
 
     def __init__(self, min_face: int = MIN_FACE, min_score: float = MIN_SCORE,
                  bundle: str | Path | None = None):
-        self.net = BlazeFace.from_bundle(bundle)
+        self.net = read_blazeface(bundle)
         self.min_face, self.min_score = min_face, min_score
 
-    @torch.no_grad()
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """rgb: (H, W, 3) uint8 -> detections, largest first."""
         height, width = rgb.shape[:2]
@@ -154,11 +98,9 @@ class FaceDetector:
             rgb, (w, h), interpolation=cv2.INTER_AREA)
         ph, pw = max(128, -(-h // 16) * 16), max(128, -(-w // 16) * 16)
         image = cv2.copyMakeBorder(image, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT, value=0)
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1  # NHWC memory
-        s8, b8, s16, b16 = self.net(x)
+        s8, b8, s16, b16 = run_heads(self.net, image.astype(np.float32) / 127.5 - 1)
         boxes, scores, points = [], [], []
-        for logits, raw, stride in ((s8, b8, 8), (s16, b16, 16)):
-            logits, raw = logits[0].numpy(), raw[0].numpy()        # (h, w, A), (h, w, A, 16)
+        for logits, raw, stride in ((s8, b8, 8), (s16, b16, 16)):  # (h, w, A), (h, w, A, 16)
             ys, xs, anchors = np.nonzero(logits > np.log(self.min_score / (1 - self.min_score)))
             r = raw[ys, xs, anchors]                               # (n, 16)
             centre = np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], 1)

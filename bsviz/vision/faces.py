@@ -16,7 +16,12 @@ forked workers) and call ``find_all`` or ``find`` on it as often as needed.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import sys
 import threading
+import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +84,28 @@ class Face:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
 
 
+class _Deferred(types.ModuleType):
+    """A stand-in in ``sys.modules`` that imports the real module on its first attribute use
+    and from then on forwards every attribute to it (and leaves it in ``sys.modules``)."""
+
+    def __getattr__(self, attr: str):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def _import_mediapipe():
+    """``mediapipe``, imported without running the ``matplotlib.pyplot`` import of its drawing
+    utilities (0.5 s of mediapipe's 1.0 s import on a 2-core machine), which face finding does
+    not use: pyplot is ``_Deferred`` meanwhile, and so loads when first used, for whoever uses
+    it."""
+    if "matplotlib.pyplot" not in sys.modules and importlib.util.find_spec("matplotlib"):
+        sys.modules["matplotlib.pyplot"] = _Deferred("matplotlib.pyplot")
+    import mediapipe
+
+    return mediapipe
+
+
 class FaceFinder:
     """The face detector, a FaceLandmarker, and the pre/post-processing around them; use one
     per process. ``with FaceFinder() as finder: faces = finder.find_all(photo)``
@@ -86,7 +113,7 @@ class FaceFinder:
 
     def __init__(self, model_path: str | Path | None = None, min_face: int = MIN_FACE,
                  max_faces: int = MAX_FACES):
-        import mediapipe as mp  # imported here: slow, and only face finding needs it
+        mp = _import_mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision
 
         model_path = landmarker_path() if model_path is None else Path(model_path)
@@ -100,9 +127,6 @@ class FaceFinder:
         # InitGoogle()", "W0000 ... xnnpack", "Feedback manager requires ...") whatever
         # GLOG_minloglevel or TF_CPP_MIN_LOG_LEVEL say: fd 2 is /dev/null meanwhile. A failure
         # still raises, with MediaPipe's message; what comes later reaches stderr as before.
-        import os
-        import sys
-
         sys.stderr.flush()
         stderr, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
         try:
