@@ -7,7 +7,8 @@
 2. Over HTTP to ``bsviz app`` on 127.0.0.1 through Gradio's REST API, as a browser does
    it: upload the image, call ``/analyse``, read the result stream (probabilities, charts,
    the GLB written and its URL; files not downloaded). One client in turn, then a bounded
-   load test: N clients for S seconds, each sending its next request when one returns.
+   load test for each N of ``--clients`` (1, 4 and 8): N clients for S seconds, each sending
+   its next request when one returns.
    Each client keeps one Gradio session over its calls, as a browser tab and
    ``gradio_client.Client`` do (``--new-sessions``: a new one for each call, as bare REST
    calls without a session hash get; Gradio then builds each session's state afresh).
@@ -19,7 +20,7 @@
 
 The machine may be shared: run it nice'd; the load average is printed before and after.
 
-    nice python benchmarks/bench_app.py [--model PATH] [--clients 8] [--seconds 30] [--new-sessions]
+    nice python benchmarks/bench_app.py [--model PATH] [--clients 1 4 8] [--seconds 30] [--new-sessions]
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import cv2
 import httpx
 import numpy as np
-import torch
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from bsviz.assets import example_paths
 from bsviz.rig.blend import blend
@@ -90,8 +92,9 @@ def stages(paths: list[Path], rounds: int) -> None:
             times["whole handler (on_photo)"].append(t)
             _, t = timed(engine.still, weights[0])
             times["rendered still (after the GLB)"].append(t)
-    print(f"\nin process, {len(paths)} images x {rounds} rounds, torch threads "
-          f"{torch.get_num_threads()}\n{'stage':<34} {'p50 ms':>7} {'p95 ms':>7}")
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    print(f"\nin process, {len(paths)} images x {rounds} rounds, OpenCV threads "
+          f"{cv2.getNumThreads()}, BLAS threads {blas}\n{'stage':<34} {'p50 ms':>7} {'p95 ms':>7}")
     for name, seconds in times.items():
         print(f"{name:<34} {percentiles(seconds)}")
 
@@ -196,7 +199,7 @@ def load_test(url: str, paths: list[Path], clients: int, seconds: float, session
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="checkpoint (default: $BSVIZ_MODEL, else the shipped one)")
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=5, help="in-process passes over the images")
     parser.add_argument("--new-sessions", action="store_true",
@@ -207,7 +210,8 @@ def main() -> None:
           f"({os.cpu_count()} CPUs, niceness {os.nice(0)})")
     paths = images()
     app.load(args.model)
-    torch.set_num_threads(app.TORCH_THREADS)  # as the server runs
+    cv2.setNumThreads(app.THREADS)  # as the server runs
+    threadpool_limits(app.THREADS, user_api="blas")
     stages(paths, args.rounds)
     url, process = serve(args.model, env={**os.environ, "GRADIO_PROFILING": "1"})
     try:
@@ -221,7 +225,8 @@ def main() -> None:
               f"\nover HTTP, one client, {len(seconds)} requests\n{'':<34} {'p50 ms':>7} "
               f"{'p95 ms':>7}\n{'end to end (HTTP, one at a time)':<34} {percentiles(seconds)}")
         server_phases(http, url)
-        load_test(url, paths, args.clients, args.seconds, not args.new_sessions)
+        for clients in args.clients:
+            load_test(url, paths, clients, args.seconds, not args.new_sessions)
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -9,8 +9,7 @@ the share of faces found on composites (dataset faces at 40, 60, 90 and 150 px p
 1920x1080 and 1280x900 photos of a smooth random background), of all the faces placed and of
 those found when pasted alone at 150 px (some dataset crops are no face to any detector: a hand
 over it, a line drawing, a posterised profile); detection time (p50 / p95) on
-640x480 and 1920x1080 images, with huge pages for torch's allocator as the `bsviz` command
-has them (``THP_MEM_ALLOC_ENABLE=0`` in the environment: without); and `bsviz predict DIR`
+640x480 and 1920x1080 images (BlazeFace in OpenCV's TFLite runtime); and `bsviz predict DIR`
 images per second on a folder of 400 FER2013 crops, start-up included. ``--candidates`` also
 measures the detectors considered: MediaPipe's landmarker on the whole image (its own
 short-range detector, what bsviz used before) and OpenCV's Haar cascade (``cv2.data``), on
@@ -20,7 +19,6 @@ the same composites.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import subprocess
@@ -182,8 +180,7 @@ def main() -> None:
                              "predict time them; a loaded machine skews only the last two)")
     args = parser.parse_args()
     parts = set(args.only) - ({"datasets"} if args.skip_datasets else set())
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as `bsviz` sets it, before any tensor
-    print(f"THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']} (huge pages for torch)")
+    print(f"OpenCV threads {cv2.getNumThreads()}")
     fer = sorted((args.data_dir / "fer2013" / "test").glob("*/PrivateTest_*.jpg"))
     ck = sorted((args.data_dir / "ck+48").glob("*/*.png"))
     with FaceFinder(max_faces=256) as finder:  # composites hold up to 180 faces

@@ -4,8 +4,9 @@
 
 1. Wall time, over ``--runs`` fresh processes: from starting ``python -m bsviz.ui.cli predict
    IMAGE --json`` to its first line on stdout (the first result), and to its exit.
-2. The floors no change to bsviz removes: a bare interpreter, ``import torch``,
-   ``import mediapipe``, each the median of ``--runs`` fresh processes.
+2. For scale: a bare interpreter, ``import torch`` (which predict no longer imports: the
+   networks run in numpy) and a plain ``import mediapipe`` (predict's defers its pyplot
+   import), each the median of ``--runs`` fresh processes.
 3. One run under ``-X importtime``: the import time summed by top-level package (each
    module's own time), and the slowest imports the program asks for itself.
 4. One run timed phase by phase in one process: importing the CLI, building its parser,
@@ -101,7 +102,7 @@ def main() -> None:
           f"(min {runs[:, 0].min():.2f}, max {runs[:, 0].max():.2f}), exit p50 {total:.2f} s")
     floors = {what: median_seconds([sys.executable, "-c", what], args.runs)
               for what in ("pass", "import torch", "import mediapipe")}
-    print("floors, p50: " + ", ".join(f"python -c '{what}' {s:.2f} s" for what, s in floors.items()))
+    print("for scale, p50: " + ", ".join(f"python -c '{what}' {s:.2f} s" for what, s in floors.items()))
 
     by_package, direct = import_times(predict)
     print(f"imports under -X importtime: {sum(by_package.values()):.2f} s in all; by package: "
