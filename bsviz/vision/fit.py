@@ -107,10 +107,10 @@ class LandmarkFitter:
         n = len(self.ids)
         # per residual: 1 for x and y, DEPTH_WEIGHT^2 for depth, over the point count (n, 3)
         self.row_weight = np.tile([1.0, 1.0, DEPTH_WEIGHT ** 2], (n, 1)) / n
-        self.weighted_basis = self.basis.reshape(n, 3, -1) * self.row_weight[:, :, None]
+        self.weighted_basis = self.basis * self.row_weight.reshape(-1, 1)      # W B (478*3, K+J)
         penalty = np.r_[np.full(self.k, expression_penalty), np.full(self.j, identity_penalty)]
         # the shape block of the normal equations, fixed: B'WB + ridge (on the same scale)
-        self.gram = self.weighted_basis.reshape(3 * n, -1).T @ self.basis + np.diag(penalty ** 2) / n
+        self.gram = self.weighted_basis.T @ self.basis + np.diag(penalty ** 2) / n
         self.l1 = np.r_[np.full(self.k, sparsity), np.zeros(self.j)]  # linear, as w >= 0
         self.lower = np.r_[np.zeros(self.k), -np.full(self.j, IDENTITY_BOUND)]
         self.upper = np.r_[np.ones(self.k), np.full(self.j, IDENTITY_BOUND)]
@@ -139,13 +139,13 @@ class LandmarkFitter:
             pose[:, :, :3] -= pose[:, :, :3].transpose(0, 2, 1)
             pose[:, :, 3] = shape
             pose[:, :, 4:] = np.eye(3)
-            weighted_pose = pose * self.row_weight[:, :, None]
-            gram[:m, m:] = np.einsum("nck,ncp->kp", self.weighted_basis, pose)
+            pose = pose.reshape(3 * n, 7)  # the rows in the basis' order: point, coordinate
+            weighted_pose = pose * self.row_weight.reshape(-1, 1)
+            gram[:m, m:] = self.weighted_basis.T @ pose
             gram[m:, :m] = gram[:m, m:].T
-            gram[m:, m:] = np.einsum("nck,ncp->kp", weighted_pose, pose)
-            rhs = error + (self.basis @ x).reshape(-1, 3)  # solving for x itself, not a step
-            c = np.r_[np.einsum("nck,nc->k", self.weighted_basis, rhs) - self.l1,
-                      np.einsum("nck,nc->k", weighted_pose, rhs)]
+            gram[m:, m:] = weighted_pose.T @ pose
+            rhs = (error + (self.basis @ x).reshape(-1, 3)).reshape(-1)  # for x itself, not a step
+            c = np.r_[self.weighted_basis.T @ rhs - self.l1, weighted_pose.T @ rhs]
             solution = self._solve(gram, c, np.r_[x, np.zeros(7)])
             change = np.abs(solution[:m] - x).max()
             x, omega, sigma, tau = solution[:m], solution[m:m + 3], solution[m + 3], solution[-3:]
