@@ -94,8 +94,15 @@ def test_label_dataset_shapes_cache_and_table(tiny, tmp_path, calls):
     assert np.array_equal(saved.paths[saved.rows(ds.paths)],
                           [p.relative_to(tiny).as_posix() for p in ds.paths])
 
+    before = out.stat()
     labels.label_dataset(tiny, out, workers=1, progress=False)  # a rerun: all cached
     assert len(calls) == 6
+    after = out.stat()  # the label file already holds these labels: left as it is
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert json.loads(out.with_suffix(".json").read_text())["labelled_now"] == 0
+    (tiny / result.paths[-1]).rename(tmp_path / "moved.png")  # one image fewer: rewritten
+    fewer = labels.label_dataset(tiny, out, workers=1, progress=False)
+    assert len(calls) == 6 and len(labels.load_labels(out).paths) == len(fewer.paths) == 5
     first = tiny / result.paths[0]
     with faces.FaceFinder() as finder:
         face = finder.find_all(first, crop_size=labels.CROP_SIZE)[0]
@@ -136,6 +143,9 @@ def test_undetected_images_get_nan(tmp_path):
     Image.fromarray(np.full((48, 48), 128, np.uint8)).save(tmp_path / "set" / "neutral" / "a.png")
     result = labels.label_dataset(tmp_path / "set", tmp_path / "l.npz", progress=False, workers=1)
     assert not result.detected[0] and np.isnan(result.weights).all()
+    before = (tmp_path / "l.npz").stat().st_mtime_ns
+    labels.label_dataset(tmp_path / "set", tmp_path / "l.npz", progress=False, workers=1)
+    assert (tmp_path / "l.npz").stat().st_mtime_ns == before  # NaN weights compare equal
     assert np.isnan(result.fitted).all()
     assert labels.class_means(result) == {}
 
