@@ -105,9 +105,9 @@ class LandmarkFitter:
         self.basis = basis.reshape(len(basis), -1).T.astype(np.float64)         # (478*3, K+J)
         self.k, self.j = rig.n_shapes, len(rig.identity_names)
         n = len(self.ids)
-        # per residual: 1 for x and y, DEPTH_WEIGHT^2 for depth, over the point count (n, 3)
-        self.row_weight = np.tile([1.0, 1.0, DEPTH_WEIGHT ** 2], (n, 1)) / n
-        self.weighted_basis = self.basis * self.row_weight.reshape(-1, 1)      # W B (478*3, K+J)
+        # per residual: 1 for x and y, DEPTH_WEIGHT^2 for depth, over the point count (478*3, 1)
+        self.row_weight = np.tile([1.0, 1.0, DEPTH_WEIGHT ** 2], n)[:, None] / n
+        self.weighted_basis = self.basis * self.row_weight                      # W B (478*3, K+J)
         penalty = np.r_[np.full(self.k, expression_penalty), np.full(self.j, identity_penalty)]
         # the shape block of the normal equations, fixed: B'WB + ridge (on the same scale)
         self.gram = self.weighted_basis.T @ self.basis + np.diag(penalty ** 2) / n
@@ -132,19 +132,18 @@ class LandmarkFitter:
         gram[:m, :m] = self.gram
         for _ in range(iterations):
             shape = self.neutral + (self.basis @ x).reshape(-1, 3)              # X_i (478, 3)
-            # residuals brought into the rig's frame: e_i = R'(target_i - p_i) / s
-            error = (target - translation) @ rotation / scale - shape
+            aligned = (target - translation) @ rotation / scale  # the landmarks in the rig's frame
             pose = np.zeros((n, 3, 7))  # d(point)/d(omega, sigma, tau): -[X_i]x, X_i, I
             pose[:, 0, 1], pose[:, 0, 2], pose[:, 1, 2] = shape[:, 2], -shape[:, 1], shape[:, 0]
             pose[:, :, :3] -= pose[:, :, :3].transpose(0, 2, 1)
             pose[:, :, 3] = shape
             pose[:, :, 4:] = np.eye(3)
             pose = pose.reshape(3 * n, 7)  # the rows in the basis' order: point, coordinate
-            weighted_pose = pose * self.row_weight.reshape(-1, 1)
+            weighted_pose = pose * self.row_weight
             gram[:m, m:] = self.weighted_basis.T @ pose
             gram[m:, :m] = gram[:m, m:].T
             gram[m:, m:] = weighted_pose.T @ pose
-            rhs = (error + (self.basis @ x).reshape(-1, 3)).reshape(-1)  # for x itself, not a step
+            rhs = (aligned - self.neutral).reshape(-1)  # solving for x itself, not a step
             c = np.r_[self.weighted_basis.T @ rhs - self.l1, weighted_pose.T @ rhs]
             solution = self._solve(gram, c, np.r_[x, np.zeros(7)])
             change = np.abs(solution[:m] - x).max()
